@@ -1,0 +1,371 @@
+/* cli.c -- the `holdfast` command line over the log: publish, tail, stats,
+ * prune.  Each subcommand is a function of its argv; errors are one line on
+ * stderr ("holdfast: ..."), exit status 1 for runtime errors, 2 for usage. */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "jsonenc.h"
+#include "msglog.h"
+#include "wake.h"
+
+#define CLI_MAX_STDIN (1024L * 1024 * 1024)
+#define CLI_MAX_CHANNELS 64
+
+static const char cli_usage[] =
+    "usage: holdfast COMMAND [OPTIONS]\n"
+    "\n"
+    "Run with no arguments by a web server, holdfast answers FastCGI requests\n"
+    "on the socket it inherits (or one CGI request when that is not a socket).\n"
+    "\n"
+    "commands:\n"
+    "  publish [--db PATH] [--type MIME] [--key K] [--idempotency-key K] CHANNEL [DATA]\n"
+    "        append DATA (or standard input) to CHANNEL; prints the new id\n"
+    "  tail [--db PATH] [--since N | --last K] [--once] CHANNEL[,CHANNEL...]\n"
+    "        print messages as JSON lines, following new ones unless --once\n"
+    "  stats [--db PATH]     head, epoch, messages, channels, bytes (JSON)\n"
+    "  prune [--db PATH]     apply the configured retention now\n"
+    "\n"
+    "common options:\n"
+    "  --db PATH        the database (default: setting 'db', HOLDFAST_DB)\n"
+    "  --config FILE    settings file (default: HOLDFAST_CONFIG, or\n"
+    "                   holdfast.conf beside the binary)\n"
+    "  --help, --version\n";
+
+/* Shared state of one subcommand run. */
+typedef struct {
+    config cfg;
+    msglog *log;
+    wake *wk;
+} cli_ctx;
+
+static int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int cli_error(const char *fmt, ...) {
+    va_list ap;
+    fputs("holdfast: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+static int cli_usage_error(const char *what) {
+    fprintf(stderr, "holdfast: %s\n(see holdfast --help)\n", what);
+    return 2;
+}
+
+/* Load settings, apply --db, open the log (creating it) and the wake file. */
+static int cli_open(cli_ctx *c, const char *cfgpath, const char *db, const char *argv0,
+                    int with_wake) {
+    char err[1024];
+    memset(c, 0, sizeof *c);
+    if (config_load(&c->cfg, cfgpath, argv0, err, sizeof err))
+        return cli_error("%s", err);
+    if (db && config_set(&c->cfg, "db", db, err, sizeof err))
+        return cli_error("--db: %s", err);
+    msglog_options o = {.path = c->cfg.db,
+                        .durability = c->cfg.durability,
+                        .busy_timeout_ms = c->cfg.busy_timeout_ms,
+                        .create = 1,
+                        .retention = config_retention_for,
+                        .retention_ud = &c->cfg,
+                        .prune_every = c->cfg.prune_every};
+    if (msglog_open(&c->log, &o, err, sizeof err))
+        return cli_error("%s", err);
+    if (with_wake && wake_open(&c->wk, c->cfg.db, err, sizeof err)) {
+        msglog_close(c->log);
+        return cli_error("%s", err);
+    }
+    return 0;
+}
+
+static void cli_close(cli_ctx *c) {
+    wake_close(c->wk);
+    msglog_close(c->log);
+}
+
+static int cli_parse_i64(const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Read all of standard input into a malloc'd buffer. */
+static int cli_read_stdin(char **out, size_t *len) {
+    size_t cap = 8192, n = 0, r;
+    char *p = malloc(cap);
+    while (p && (r = fread(p + n, 1, cap - n, stdin)) > 0) {
+        n += r;
+        if (n == cap) {
+            char *q = cap < CLI_MAX_STDIN ? realloc(p, cap * 2) : NULL;
+            if (!q)
+                free(p);
+            p = q;
+            cap *= 2;
+        }
+    }
+    if (!p || ferror(stdin)) {
+        free(p);
+        return -1;
+    }
+    *out = p;
+    *len = n;
+    return 0;
+}
+
+/* ---- publish ------------------------------------------------------------ */
+
+static int cli_publish(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"db", required_argument, 0, 'd'},   {"config", required_argument, 0, 'c'},
+        {"type", required_argument, 0, 't'}, {"key", required_argument, 0, 'k'},
+        {"idempotency-key", required_argument, 0, 'i'}, {0, 0, 0, 0}};
+    const char *db = NULL, *cfg = NULL;
+    msglog_entry e = {0};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'd': db = optarg; break;
+        case 'c': cfg = optarg; break;
+        case 't': e.type = optarg; break;
+        case 'k': e.key = optarg; break;
+        case 'i': e.idem = optarg; break;
+        default: return cli_usage_error("publish: unknown option");
+        }
+    }
+    if (optind >= argc || argc - optind > 2)
+        return cli_usage_error("publish takes CHANNEL [DATA]");
+    e.channel = argv[optind];
+    if (!msglog_channel_valid(e.channel, strlen(e.channel)))
+        return cli_error("invalid channel name '%s' (1-%d bytes of A-Za-z0-9._:@-)", e.channel,
+                         MSGLOG_CHANNEL_MAX);
+    char *data = NULL;
+    if (optind + 1 < argc) {
+        e.body = argv[optind + 1];
+        e.len = strlen(argv[optind + 1]);
+    } else if (cli_read_stdin(&data, &e.len)) {
+        return cli_error("cannot read the message from standard input");
+    } else {
+        e.body = data;
+    }
+    int rc = 1;
+    cli_ctx c;
+    msglog_ack ack;
+    if (e.type && jsonenc_type_is_json(e.type) && !jsonenc_valid(e.body, e.len))
+        cli_error("the message is not valid JSON (type %s)", e.type);
+    else if (cli_open(&c, cfg, db, argv[0], 1) == 0) {
+        if (msglog_append(c.log, &e, &ack))
+            cli_error("%s", msglog_errmsg(c.log));
+        else {
+            wake_publish(c.wk, ack.id);
+            printf("%lld\n", (long long)ack.id);
+            rc = 0;
+        }
+        cli_close(&c);
+    }
+    free(data);
+    return rc;
+}
+
+/* ---- tail --------------------------------------------------------------- */
+
+/* Split "a,b,c" in place; validates every name. */
+static int cli_split_channels(char *list, const char **out, size_t *n) {
+    *n = 0;
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (*n == CLI_MAX_CHANNELS)
+            return cli_error("too many channels (at most %d)", CLI_MAX_CHANNELS);
+        if (!msglog_channel_valid(tok, strlen(tok)))
+            return cli_error("invalid channel name '%s' (1-%d bytes of A-Za-z0-9._:@-)", tok,
+                             MSGLOG_CHANNEL_MAX);
+        out[(*n)++] = tok;
+    }
+    return *n ? 0 : cli_error("no channel given");
+}
+
+/* Print a batch as JSON lines; reports gaps and resets on stderr. */
+static int cli_print_batch(const msglog_batch *b, buf *out) {
+    if (b->reset)
+        fprintf(stderr, "holdfast: the log was reset or replaced; following from id %lld\n",
+                (long long)b->head);
+    if (b->gap)
+        fprintf(stderr, "holdfast: gap: messages were pruned; oldest held is %lld\n",
+                (long long)b->oldest);
+    for (size_t i = 0; i < b->n; i++) {
+        buf_reset(out);
+        jsonenc_message(out, &b->msgs[i]);
+        buf_putc(out, '\n');
+        if (out->oom || fwrite(out->p, 1, out->len, stdout) != out->len)
+            return -1;
+    }
+    return fflush(stdout) == 0 ? 0 : -1;
+}
+
+/* Read and print until caught up; updates the query's cursor and epoch. */
+static int cli_tail_drain(cli_ctx *c, msglog_query *q, char *epoch, buf *out) {
+    msglog_batch b;
+    do {
+        if (msglog_read(c->log, q, &b))
+            return cli_error("%s", msglog_errmsg(c->log));
+        int rc = cli_print_batch(&b, out);
+        q->since = b.cursor;
+        q->last = 0;
+        memcpy(epoch, b.epoch, sizeof b.epoch);
+        q->epoch = epoch;
+        msglog_batch_free(&b);
+        if (rc)
+            return 1; /* stdout closed: the reader left */
+    } while (b.more);
+    return 0;
+}
+
+static int cli_tail_follow(cli_ctx *c, msglog_query *q, char *epoch, buf *out) {
+    for (;;) {
+        uint32_t seq = wake_seq(c->wk);
+        int rc = cli_tail_drain(c, q, epoch, out);
+        if (rc)
+            return rc;
+        /* Sleep until a publisher bumps the wake file, or the slow timer
+         * fires so that rows written by other programs are found. */
+        while (wake_wait(c->wk, seq, c->cfg.data_version_ms) == -ETIMEDOUT &&
+               msglog_changed(c->log) == 0)
+            ;
+    }
+}
+
+static int cli_tail(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"db", required_argument, 0, 'd'},   {"config", required_argument, 0, 'c'},
+        {"since", required_argument, 0, 's'}, {"last", required_argument, 0, 'l'},
+        {"once", no_argument, 0, 'o'},        {0, 0, 0, 0}};
+    const char *db = NULL, *cfg = NULL, *chans[CLI_MAX_CHANNELS];
+    msglog_query q = {.since = -1};
+    int ch, once = 0;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'd': db = optarg; break;
+        case 'c': cfg = optarg; break;
+        case 'o': once = 1; break;
+        case 's':
+            if (cli_parse_i64(optarg, &q.since))
+                return cli_usage_error("--since takes a cursor (an integer >= 0)");
+            break;
+        case 'l':
+            if (cli_parse_i64(optarg, &q.last))
+                return cli_usage_error("--last takes a count (an integer >= 0)");
+            break;
+        default: return cli_usage_error("tail: unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return cli_usage_error("tail takes one CHANNEL[,CHANNEL...] argument");
+    if (q.since >= 0 && q.last > 0)
+        return cli_usage_error("--since and --last exclude each other");
+    if (cli_split_channels(argv[optind], chans, &q.nchannels))
+        return 1;
+    q.channels = chans;
+    cli_ctx c;
+    if (cli_open(&c, cfg, db, argv[0], !once))
+        return 1;
+    char epoch[MSGLOG_EPOCH_LEN + 1];
+    buf out;
+    buf_init(&out);
+    q.limit = (size_t)c.cfg.batch_limit;
+    int rc = once ? cli_tail_drain(&c, &q, epoch, &out) : cli_tail_follow(&c, &q, epoch, &out);
+    buf_free(&out);
+    cli_close(&c);
+    return rc;
+}
+
+/* ---- stats and prune ---------------------------------------------------- */
+
+/* Parse the options stats and prune share: --db, --config. */
+static int cli_simple_opts(int argc, char **argv, const char **db, const char **cfg) {
+    static const struct option opts[] = {{"db", required_argument, 0, 'd'},
+                                         {"config", required_argument, 0, 'c'},
+                                         {0, 0, 0, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (ch == 'd')
+            *db = optarg;
+        else if (ch == 'c')
+            *cfg = optarg;
+        else
+            return cli_usage_error("unknown option");
+    }
+    return optind == argc ? 0 : cli_usage_error("unexpected argument");
+}
+
+static int cli_stats(int argc, char **argv) {
+    const char *db = NULL, *cfg = NULL;
+    cli_ctx c;
+    msglog_stats st;
+    int rc = cli_simple_opts(argc, argv, &db, &cfg);
+    if (rc || (rc = cli_open(&c, cfg, db, argv[0], 0)))
+        return rc;
+    if (msglog_stats_get(c.log, &st))
+        rc = cli_error("%s", msglog_errmsg(c.log));
+    else
+        printf("{\"head\":%lld,\"epoch\":\"%s\",\"messages\":%lld,\"channels\":%lld,"
+               "\"bytes\":%lld}\n",
+               (long long)st.head, st.epoch, (long long)st.messages, (long long)st.channels,
+               (long long)st.bytes);
+    cli_close(&c);
+    return rc;
+}
+
+static int cli_prune(int argc, char **argv) {
+    const char *db = NULL, *cfg = NULL;
+    cli_ctx c;
+    int64_t deleted = 0;
+    int rc = cli_simple_opts(argc, argv, &db, &cfg);
+    if (rc || (rc = cli_open(&c, cfg, db, argv[0], 0)))
+        return rc;
+    if (msglog_prune(c.log, 0, &deleted))
+        rc = cli_error("%s", msglog_errmsg(c.log));
+    else
+        printf("{\"deleted\":%lld}\n", (long long)deleted);
+    cli_close(&c);
+    return rc;
+}
+
+int cli_main(int argc, char **argv) {
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"publish", cli_publish}, {"tail", cli_tail}, {"stats", cli_stats},
+                {"prune", cli_prune}};
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fputs(cli_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("holdfast %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(argv[1], cmds[i].name))
+            continue;
+        /* getopt sees the subcommand as argv[0]; keep the real argv[0] for
+         * finding holdfast.conf beside the binary. */
+        argv[1] = argv[0];
+        optind = 1;
+        return cmds[i].fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "holdfast: unknown command '%s'\n(see holdfast --help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,370 @@
+/* config.c -- holdfast.conf, HOLDFAST_* variables and flags into one struct.
+ *
+ * The file is lines of `key = value`; `#` starts a comment; blank lines are
+ * ignored.  A `[channel PATTERN]` line opens a per-channel policy (PATTERN is
+ * an fnmatch(3) glob such as `chat.*`); the keys after it, up to the next
+ * section, apply to channels matching it: publish, subscribe,
+ * retain_messages, retain_seconds.  The first matching policy wins.
+ *
+ * Every top-level key can also come from the environment as HOLDFAST_<KEY>
+ * (upper case: HOLDFAST_DB, HOLDFAST_POLL_TIMEOUT, ...) -- what mod_fcgid's
+ * FcgidInitialEnv and lighttpd's bin-environment can set -- and overrides the
+ * file.  Errors name the file and line.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+void config_defaults(config *c) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->db, sizeof c->db, "holdfast.db");
+    c->durability = MSGLOG_DURABILITY_NORMAL;
+    c->busy_timeout_ms = 5000;
+    c->poll_timeout_s = 25;
+    c->max_poll_timeout_s = 55;
+    c->max_body = 64 * 1024;
+    c->max_channels = 16;
+    c->max_parked = 10000;
+    c->batch_limit = 1000;
+    c->data_version_ms = 1000;
+    c->prune_every = 256;
+    c->workers = 2;
+    c->retention.max_messages = 10000;
+    c->retention.max_age_s = 0;
+}
+
+/* ---- value parsers ------------------------------------------------------ */
+
+static int config_int(const char *v, int64_t lo, int64_t hi, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v)
+        return -EINVAL;
+    /* Size suffixes for byte counts: 64k, 1m. */
+    if (*end == 'k' || *end == 'K')
+        x *= 1024, end++;
+    else if (*end == 'm' || *end == 'M')
+        x *= 1024 * 1024, end++;
+    if (*end || x < lo || x > hi)
+        return -EINVAL;
+    *out = x;
+    return 0;
+}
+
+static int config_access_parse(const char *v, config_access *out) {
+    if (!strcmp(v, "anyone"))
+        *out = POLICY_ANYONE;
+    else if (!strcmp(v, "key"))
+        *out = POLICY_KEY;
+    else if (!strcmp(v, "token"))
+        *out = POLICY_TOKEN;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+/* Integer settings: key, field offset, width, range. */
+typedef struct {
+    const char *key;
+    size_t off;
+    int is64;
+    int64_t lo, hi;
+} config_intkey;
+
+#define CI(k, f, lo, hi) {k, offsetof(config, f), sizeof(((config *)0)->f) == 8, lo, hi}
+static const config_intkey config_ints[] = {
+    CI("busy_timeout_ms", busy_timeout_ms, 0, 600000),
+    CI("poll_timeout", poll_timeout_s, 0, 3600),
+    CI("max_poll_timeout", max_poll_timeout_s, 0, 3600),
+    CI("max_body", max_body, 1, 1024LL * 1024 * 1024),
+    CI("max_channels", max_channels, 1, 64),
+    CI("max_parked", max_parked, 1, 1000000),
+    CI("batch_limit", batch_limit, 1, 100000),
+    CI("data_version_ms", data_version_ms, 10, 600000),
+    CI("prune_every", prune_every, -1, 1000000),
+    CI("workers", workers, 1, 256),
+    CI("retain_messages", retention.max_messages, 0, INT64_MAX),
+    CI("retain_seconds", retention.max_age_s, 0, INT64_MAX),
+};
+
+static int config_set_int(config *c, const config_intkey *k, const char *v) {
+    int64_t x;
+    if (config_int(v, k->lo, k->hi, &x))
+        return -EINVAL;
+    if (k->is64)
+        *(int64_t *)((char *)c + k->off) = x;
+    else
+        *(int *)((char *)c + k->off) = (int)x;
+    return 0;
+}
+
+static int config_set_str(char *dst, size_t cap, const char *v, char *err, size_t errlen) {
+    if (strlen(v) >= cap) {
+        snprintf(err, errlen, "value too long (at most %zu bytes)", cap - 1);
+        return -EINVAL;
+    }
+    memcpy(dst, v, strlen(v) + 1);
+    return 0;
+}
+
+static int config_add_str(char (*list)[CONFIG_STR], int *n, int max, const char *v,
+                          char *err, size_t errlen) {
+    if (*n >= max) {
+        snprintf(err, errlen, "too many values (at most %d)", max);
+        return -EINVAL;
+    }
+    return config_set_str(list[(*n)++], CONFIG_STR, v, err, errlen);
+}
+
+int config_set(config *c, const char *key, const char *v, char *err, size_t errlen) {
+    for (size_t i = 0; i < sizeof config_ints / sizeof config_ints[0]; i++) {
+        if (strcmp(key, config_ints[i].key))
+            continue;
+        if (config_set_int(c, &config_ints[i], v) == 0)
+            return 0;
+        snprintf(err, errlen, "%s: '%s' is not a number in %lld..%lld", key, v,
+                 (long long)config_ints[i].lo, (long long)config_ints[i].hi);
+        return -EINVAL;
+    }
+    if (!strcmp(key, "db"))
+        return config_set_str(c->db, sizeof c->db, v, err, errlen);
+    if (!strcmp(key, "listen"))
+        return config_set_str(c->listen, sizeof c->listen, v, err, errlen);
+    if (!strcmp(key, "publish_key"))
+        return config_add_str(c->publish_keys, &c->npublish_keys, CONFIG_MAX_KEYS, v, err,
+                              errlen);
+    if (!strcmp(key, "cors_origin"))
+        return config_add_str(c->cors_origins, &c->ncors_origins, CONFIG_MAX_ORIGINS, v, err,
+                              errlen);
+    if (!strcmp(key, "durability")) {
+        if (!strcmp(v, "normal") || !strcmp(v, "full")) {
+            c->durability = !strcmp(v, "full") ? MSGLOG_DURABILITY_FULL
+                                               : MSGLOG_DURABILITY_NORMAL;
+            return 0;
+        }
+        snprintf(err, errlen, "durability: '%s' is neither 'normal' nor 'full'", v);
+        return -EINVAL;
+    }
+    snprintf(err, errlen, "unknown setting '%s'", key);
+    return -ENOENT;
+}
+
+/* A key inside a [channel PATTERN] section. */
+static int config_set_policy(config_policy *p, const char *key, const char *v, char *err,
+                             size_t errlen) {
+    int64_t x;
+    if (!strcmp(key, "publish") || !strcmp(key, "subscribe")) {
+        config_access a;
+        int pub = key[0] == 'p';
+        if (config_access_parse(v, &a) || (pub && a == POLICY_TOKEN) || (!pub && a == POLICY_KEY)) {
+            snprintf(err, errlen, "%s: '%s' must be 'anyone' or '%s'", key, v,
+                     pub ? "key" : "token");
+            return -EINVAL;
+        }
+        *(pub ? &p->publish : &p->subscribe) = a;
+        return 0;
+    }
+    int count = !strcmp(key, "retain_messages");
+    if (count || !strcmp(key, "retain_seconds")) {
+        if (config_int(v, 0, INT64_MAX, &x)) {
+            snprintf(err, errlen, "%s: '%s' is not a number >= 0", key, v);
+            return -EINVAL;
+        }
+        *(count ? &p->retention.max_messages : &p->retention.max_age_s) = x;
+        return 0;
+    }
+    snprintf(err, errlen, "unknown channel setting '%s'", key);
+    return -ENOENT;
+}
+
+/* ---- the file ----------------------------------------------------------- */
+
+static char *config_trim(char *s) {
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* Open a [channel PATTERN] section; it starts from the global defaults. */
+static int config_open_section(config *c, char *line, char *err, size_t errlen) {
+    char *end = strchr(line, ']');
+    if (!end || end[1] != '\0' || strncmp(line, "[channel", 8) != 0 ||
+        !isspace((unsigned char)line[8])) {
+        snprintf(err, errlen, "expected '[channel PATTERN]'");
+        return -EINVAL;
+    }
+    *end = '\0';
+    char *pat = config_trim(line + 8);
+    if (!*pat || strlen(pat) > MSGLOG_CHANNEL_MAX) {
+        snprintf(err, errlen, "channel pattern must be 1-%d bytes", MSGLOG_CHANNEL_MAX);
+        return -EINVAL;
+    }
+    if (c->npolicies >= CONFIG_MAX_POLICIES) {
+        snprintf(err, errlen, "too many [channel] sections (at most %d)", CONFIG_MAX_POLICIES);
+        return -EINVAL;
+    }
+    config_policy *p = &c->policies[c->npolicies++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->pattern, sizeof p->pattern, "%s", pat);
+    p->publish = c->npublish_keys ? POLICY_KEY : POLICY_ANYONE;
+    p->retention = c->retention;
+    return 0;
+}
+
+static int config_parse_line(config *c, char *line, int *in_section, char *err,
+                             size_t errlen) {
+    char *s = config_trim(line);
+    if (*s == '\0' || *s == '#')
+        return 0;
+    if (*s == '[') {
+        *in_section = 1;
+        return config_open_section(c, s, err, errlen);
+    }
+    char *eq = strchr(s, '=');
+    if (!eq) {
+        snprintf(err, errlen, "expected 'key = value'");
+        return -EINVAL;
+    }
+    *eq = '\0';
+    char *key = config_trim(s), *val = config_trim(eq + 1);
+    if (*in_section)
+        return config_set_policy(&c->policies[c->npolicies - 1], key, val, err, errlen);
+    return config_set(c, key, val, err, errlen);
+}
+
+int config_parse(config *c, const char *name, const char *text, char *err, size_t errlen) {
+    char line[4096], why[1024];
+    int lineno = 0, in_section = 0;
+    while (*text) {
+        size_t n = strcspn(text, "\n");
+        lineno++;
+        if (n >= sizeof line) {
+            snprintf(err, errlen, "%s:%d: line too long", name, lineno);
+            return -EINVAL;
+        }
+        memcpy(line, text, n);
+        line[n] = '\0';
+        text += n + (text[n] == '\n');
+        if (config_parse_line(c, line, &in_section, why, sizeof why)) {
+            snprintf(err, errlen, "%s:%d: %s", name, lineno, why);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* ---- environment and loading -------------------------------------------- */
+
+int config_apply_env(config *c, char *const *envp, char *err, size_t errlen) {
+    static const char *const keys[] = {"db", "durability", "listen", "publish_key",
+                                       "cors_origin"};
+    char name[64], why[512];
+    if (!envp)
+        envp = environ;
+    for (char *const *e = envp; *e; e++) {
+        if (strncmp(*e, "HOLDFAST_", 9) != 0 || !strncmp(*e, "HOLDFAST_CONFIG=", 16))
+            continue;
+        const char *eq = strchr(*e, '=');
+        size_t n = eq ? (size_t)(eq - *e) - 9 : 0;
+        if (!eq || n == 0 || n >= sizeof name)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            name[i] = (char)tolower((unsigned char)(*e)[9 + i]);
+        name[n] = '\0';
+        int known = 0;
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            known |= !strcmp(name, keys[i]);
+        for (size_t i = 0; i < sizeof config_ints / sizeof config_ints[0]; i++)
+            known |= !strcmp(name, config_ints[i].key);
+        if (!known)
+            continue; /* other HOLDFAST_* variables (tests, wrappers) */
+        if (config_set(c, name, eq + 1, why, sizeof why)) {
+            snprintf(err, errlen, "environment %.*s: %s", (int)(eq - *e), *e, why);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int config_read_file(const char *path, char **out, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int e = errno;
+        snprintf(err, errlen, "cannot read config %s: %s", path, strerror(e));
+        return -e;
+    }
+    size_t cap = 4096, len = 0;
+    char *s = malloc(cap);
+    size_t n;
+    while (s && (n = fread(s + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len + 1 == cap) {
+            char *t = cap < (1u << 20) ? realloc(s, cap *= 2) : NULL;
+            if (!t)
+                free(s);
+            s = t;
+        }
+    }
+    fclose(f);
+    if (!s) {
+        snprintf(err, errlen, "config %s is too large or memory ran out", path);
+        return -ENOMEM;
+    }
+    s[len] = '\0';
+    *out = s;
+    return 0;
+}
+
+int config_load(config *c, const char *path, const char *argv0, char *err, size_t errlen) {
+    char beside[PATH_MAX];
+    config_defaults(c);
+    if (!path || !*path)
+        path = getenv("HOLDFAST_CONFIG");
+    if ((!path || !*path) && argv0 && strchr(argv0, '/')) {
+        const char *slash = strrchr(argv0, '/');
+        snprintf(beside, sizeof beside, "%.*s/holdfast.conf", (int)(slash - argv0), argv0);
+        if (access(beside, R_OK) == 0)
+            path = beside;
+    }
+    if (path && *path) {
+        char *text = NULL;
+        int rc = config_read_file(path, &text, err, errlen);
+        if (rc)
+            return rc;
+        rc = config_parse(c, path, text, err, errlen);
+        free(text);
+        if (rc)
+            return rc;
+        rc = config_set_str(c->source, sizeof c->source, path, err, errlen);
+        if (rc)
+            return rc;
+    }
+    return config_apply_env(c, NULL, err, errlen);
+}
+
+config_policy config_policy_for(const config *c, const char *channel) {
+    config_policy p = {.publish = c->npublish_keys ? POLICY_KEY : POLICY_ANYONE,
+                       .subscribe = POLICY_ANYONE,
+                       .retention = c->retention};
+    for (int i = 0; i < c->npolicies; i++)
+        if (fnmatch(c->policies[i].pattern, channel, 0) == 0)
+            return c->policies[i];
+    return p;
+}
+
+msglog_retention config_retention_for(const char *channel, void *ud) {
+    return config_policy_for(ud, channel).retention;
+}

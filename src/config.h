@@ -1,0 +1,77 @@
+/* config.h -- holdfast's settings: defaults, then file, then environment,
+ * then command-line flags, merged into one struct that is read-only after
+ * config_load() returns.  See config.c for the file format. */
+#ifndef HOLDFAST_CONFIG_H
+#define HOLDFAST_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "msglog.h"
+
+#define CONFIG_MAX_POLICIES 32
+#define CONFIG_MAX_KEYS 8
+#define CONFIG_MAX_ORIGINS 16
+#define CONFIG_STR 512
+#define CONFIG_PATH 4096
+
+typedef enum { POLICY_ANYONE = 0, POLICY_KEY = 1, POLICY_TOKEN = 2 } config_access;
+
+/* Per-channel rule, chosen by the first pattern (fnmatch) that matches. */
+typedef struct {
+    char pattern[MSGLOG_CHANNEL_MAX + 1];
+    config_access publish;   /* anyone or key */
+    config_access subscribe; /* anyone or token */
+    msglog_retention retention;
+} config_policy;
+
+typedef struct {
+    char db[CONFIG_PATH];
+    msglog_durability durability;
+    int busy_timeout_ms;
+    int poll_timeout_s;      /* default hold of a subscribe */
+    int max_poll_timeout_s;  /* cap on ?timeout= */
+    int64_t max_body;        /* bytes; 413 past it */
+    int max_channels;        /* per subscribe; 400 past it */
+    int max_parked;          /* per worker; 503 past it */
+    int batch_limit;         /* messages per response */
+    int data_version_ms;     /* slow check for rows written by others */
+    int prune_every;         /* publishes between incremental prunes */
+    char listen[CONFIG_STR];
+    int workers;
+    char publish_keys[CONFIG_MAX_KEYS][CONFIG_STR];
+    int npublish_keys;
+    char cors_origins[CONFIG_MAX_ORIGINS][CONFIG_STR];
+    int ncors_origins;
+    msglog_retention retention; /* default for channels no policy matches */
+    config_policy policies[CONFIG_MAX_POLICIES];
+    int npolicies;
+    char source[CONFIG_PATH]; /* file the settings came from, "" if none */
+} config;
+
+/* Fill c with the defaults. */
+void config_defaults(config *c);
+
+/* Parse a config file's text into c (on top of what c holds).  `name` is
+ * used in messages.  Returns 0, or -EINVAL with "name:line: reason" in err. */
+int config_parse(config *c, const char *name, const char *text, char *err, size_t errlen);
+
+/* Apply one setting by its file key (also used for flags and environment). */
+int config_set(config *c, const char *key, const char *value, char *err, size_t errlen);
+
+/* Apply HOLDFAST_* variables from envp (NULL = environ). */
+int config_apply_env(config *c, char *const *envp, char *err, size_t errlen);
+
+/* Defaults, then the file (explicit path, else $HOLDFAST_CONFIG, else
+ * holdfast.conf beside argv0 if it exists), then the environment.  An
+ * explicit file that cannot be read is an error. */
+int config_load(config *c, const char *path, const char *argv0, char *err, size_t errlen);
+
+/* The policy for a channel: the first [channel] section whose pattern
+ * matches, else the global one (publish needs a key once any is set). */
+config_policy config_policy_for(const config *c, const char *channel);
+
+/* Retention callback for msglog_options (ud = const config *). */
+msglog_retention config_retention_for(const char *channel, void *ud);
+
+#endif

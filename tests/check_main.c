@@ -1,0 +1,24 @@
+/* check_main.c -- runs every holdfast unit-test suite in one SRunner.
+ *
+ * Tests run in fork mode (Check's default; CK_FORK=no overrides it for a
+ * debugger), so a crash fails one test, not the run.  CK_RUN_SUITE and
+ * CK_RUN_CASE select a subset; CK_VERBOSITY=verbose lists every test. */
+#include <config.h>
+
+#include <check.h>
+#include <stdlib.h>
+
+#include "check_suites.h"
+
+int main(void)
+{
+    SRunner *sr = srunner_create(msglog_suite());
+    srunner_add_suite(sr, config_suite());
+    srunner_add_suite(sr, wake_suite());
+    srunner_add_suite(sr, jsonenc_suite());
+    srunner_add_suite(sr, cli_suite());
+    srunner_run_all(sr, CK_ENV);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,13 @@
+/* check_suites.h -- one Suite per tested module, run together by check_main.c. */
+#ifndef HOLDFAST_CHECK_SUITES_H
+#define HOLDFAST_CHECK_SUITES_H
+
+#include <check.h>
+
+Suite *msglog_suite(void);
+Suite *config_suite(void);
+Suite *wake_suite(void);
+Suite *jsonenc_suite(void);
+Suite *cli_suite(void);
+
+#endif
