@@ -30,6 +30,8 @@ static const char cli_usage[] =
     "        append DATA (or standard input) to CHANNEL; prints the new id\n"
     "  tail [--db PATH] [--since N | --last K] [--once] CHANNEL[,CHANNEL...]\n"
     "        print messages as JSON lines, following new ones unless --once\n"
+    "  serve [--db PATH] [--config FILE] --listen ADDR [--workers N] [--threads N]\n"
+    "        run a pre-forked FastCGI pool on a unix path or HOST:PORT\n"
     "  stats [--db PATH]     head, epoch, messages, channels, bytes (JSON)\n"
     "  prune [--db PATH]     apply the configured retention now\n"
     "\n"

@@ -38,6 +38,7 @@ void config_defaults(config *c) {
     c->data_version_ms = 1000;
     c->prune_every = 256;
     c->workers = 2;
+    c->threads = 4;
     c->retention.max_messages = 10000;
     c->retention.max_age_s = 0;
 }
@@ -93,6 +94,7 @@ static const config_intkey config_ints[] = {
     CI("data_version_ms", data_version_ms, 10, 600000),
     CI("prune_every", prune_every, -1, 1000000),
     CI("workers", workers, 1, 256),
+    CI("threads", threads, 1, 64),
     CI("retain_messages", retention.max_messages, 0, INT64_MAX),
     CI("retain_seconds", retention.max_age_s, 0, INT64_MAX),
 };

@@ -39,6 +39,7 @@ typedef struct {
     int prune_every;         /* publishes between incremental prunes */
     char listen[CONFIG_STR];
     int workers;
+    int threads;             /* accepting threads per worker */
     char publish_keys[CONFIG_MAX_KEYS][CONFIG_STR];
     int npublish_keys;
     char cors_origins[CONFIG_MAX_ORIGINS][CONFIG_STR];

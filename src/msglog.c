@@ -97,6 +97,7 @@ enum {
     ST_NTH_NEWEST_ONE,
     ST_NTH_NEWEST_MANY,
     ST_DATA_VERSION,
+    ST_CHANGED,
     ST__COUNT
 };
 
@@ -123,6 +124,8 @@ static const char *const msglog_sql[ST__COUNT] = {
                            " WHERE channel IN (SELECT value FROM json_each(?1))"
                            " ORDER BY id DESC LIMIT 1 OFFSET ?2",
     [ST_DATA_VERSION] = "PRAGMA data_version",
+    [ST_CHANGED] = "SELECT DISTINCT c.name FROM message m JOIN channel c ON c.id = m.channel"
+                   " WHERE m.id > ?1 AND m.id <= ?2",
 };
 
 struct msglog {
@@ -956,6 +959,27 @@ int msglog_stats_get(msglog *log, msglog_stats *st) {
         !(rc = msglog_pragma_int(log, "SELECT count(*) FROM channel", &st->channels)))
         rc = msglog_pragma_int(log, "SELECT coalesce(sum(length(body)), 0) FROM message",
                                &st->bytes);
+    msglog_rollback(log);
+    return rc;
+}
+
+int msglog_changed_channels(msglog *log, int64_t since, int64_t *head,
+                            void (*fn)(const char *channel, void *ud), void *ud) {
+    int rc = msglog_exec_stmt(log, ST_BEGIN_READ);
+    if (rc)
+        return rc;
+    *head = msglog_head_locked(log);
+    if (*head < 0) {
+        rc = msglog_sqlfail(log, sqlite3_errcode(log->db), "reading the head");
+    } else if (*head > since) {
+        sqlite3_stmt *s = msglog_stmt(log, ST_CHANGED);
+        sqlite3_bind_int64(s, 1, since);
+        sqlite3_bind_int64(s, 2, *head);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+            fn((const char *)sqlite3_column_text(s, 0), ud);
+        sqlite3_reset(s);
+        rc = rc == SQLITE_DONE ? 0 : msglog_sqlfail(log, rc, "finding changed channels");
+    }
     msglog_rollback(log);
     return rc;
 }

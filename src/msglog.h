@@ -153,6 +153,12 @@ int msglog_prune(msglog *log, int64_t budget, int64_t *deleted);
 
 int msglog_stats_get(msglog *log, msglog_stats *st);
 
+/* In one snapshot: set *head, and call fn once for each channel that has a
+ * message with since < id <= *head (how a dispatcher learns whom a batch of
+ * commits concerns without reading the messages). */
+int msglog_changed_channels(msglog *log, int64_t since, int64_t *head,
+                            void (*fn)(const char *channel, void *ud), void *ud);
+
 /* Wall clock in milliseconds, as stored in message.time_ms. */
 int64_t msglog_now_ms(void);
 

@@ -1,0 +1,41 @@
+#!/bin/sh
+# tests/run-all.sh -- every test holdfast has, as CI runs them:
+#   1. install missing Debian packages (deploy/install-deps.sh)
+#   2. build in build/ with -Werror and run the unit tests (make check)
+#   3. the same under AddressSanitizer + UBSan (build-asan/)
+#   4. the unit tests once more under valgrind (memcheck)
+#   5. make distcheck (the tarball builds and passes on its own)
+# Set HOLDFAST_QUICK=1 to stop after step 2.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+jobs=$(nproc 2>/dev/null || echo 2)
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "dependencies"
+sh deploy/install-deps.sh all
+
+step "configure + build (-Werror)"
+[ -x configure ] && [ configure -nt configure.ac ] && [ Makefile.in -nt Makefile.am ] || autoreconf -fi
+mkdir -p build
+(cd build && { [ -f Makefile ] || ../configure --quiet; } && make -j"$jobs")
+
+step "unit tests"
+(cd build && make -j"$jobs" check) || { cat build/tests/*.log 2>/dev/null | tail -80; exit 1; }
+
+[ "${HOLDFAST_QUICK:-0}" = 1 ] && exit 0
+
+step "unit tests under AddressSanitizer + UBSan"
+mkdir -p build-asan
+(cd build-asan && { [ -f Makefile ] || ../configure --quiet --enable-sanitizers; } &&
+  make -j"$jobs" && make -j"$jobs" check) || { cat build-asan/tests/*.log | tail -80; exit 1; }
+
+step "unit tests under valgrind"
+(cd build && HOLDFAST_BIN="$top/build/holdfast" CK_FORK=no CK_DEFAULT_TIMEOUT=600 \
+  valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+  --trace-children=no ./tests/check_holdfast) || { echo "valgrind found errors"; exit 1; }
+
+step "make distcheck"
+(cd build && make -j"$jobs" distcheck >distcheck.log 2>&1) || { tail -60 build/distcheck.log; exit 1; }
+echo "distcheck ok"

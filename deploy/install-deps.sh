@@ -1,0 +1,31 @@
+#!/bin/sh
+# deploy/install-deps.sh [build|test|all] -- install from Debian's packages
+# what holdfast needs and is missing.  Needs root (or sudo); does nothing
+# when everything is present.
+set -eu
+build="autoconf automake libtool pkg-config make gcc libfcgi-dev libsqlite3-dev libjansson-dev sqlite3"
+test="check valgrind lighttpd nginx-light apache2 libapache2-mod-fcgid curl python3"
+case "${1:-all}" in
+  build) want=$build ;;
+  test|all) want="$build $test" ;;
+  *) echo "usage: $0 [build|test|all]" >&2; exit 2 ;;
+esac
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+# The web servers are only run by the tests and the demo, on private ports:
+# keep Debian from starting their system-wide services.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+# shellcheck disable=SC2086
+$sudo apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,91 @@
+/* cgi_front.c -- the one-request CGI path, for hosts without FastCGI.
+ *
+ * Same routes and answers as the FastCGI front (handler.c builds them); the
+ * difference is the wait: with no dispatcher to park in, a subscribe sleeps
+ * on the wake file in this process until a message or its deadline, and
+ * re-reads the log on every wake and every data_version_ms tick (rows other
+ * programs insert do not touch the wake file). */
+#include "cgi_front.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "handler.h"
+#include "reply.h"
+#include "request.h"
+
+extern char **environ;
+
+static int64_t cgi_front_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read the body from stdin: 0, -1 if over max, -2 on a read error. */
+static int cgi_front_body(const request *r, int64_t max, buf *body) {
+    char tmp[8192];
+    size_t n;
+    int64_t want = r->content_length >= 0 ? r->content_length : max + 1;
+    while (want > 0 && (n = fread(tmp, 1, want < (int64_t)sizeof tmp ? (size_t)want
+                                                                       : sizeof tmp,
+                                  stdin)) > 0) {
+        if ((int64_t)(body->len + n) > max)
+            return -1;
+        buf_put(body, tmp, n);
+        want -= (int64_t)n;
+    }
+    return ferror(stdin) || body->oom ? -2 : 0;
+}
+
+/* Block until the subscriber has an answer or its deadline passes. */
+static void cgi_front_wait(handler *h, const request *r, int64_t cursor, const char *epoch,
+                           buf *out) {
+    int64_t deadline = cgi_front_now_ms() + r->timeout_s * 1000LL;
+    for (;;) {
+        uint32_t seq = wake_seq(h->wk);
+        int64_t left = deadline - cgi_front_now_ms();
+        if (handler_poll(h, r, &cursor, epoch, left <= 0, out))
+            return;
+        int slice = left < h->cfg->data_version_ms ? (int)left : h->cfg->data_version_ms;
+        wake_wait(h->wk, seq, slice < 0 ? 0 : slice);
+    }
+}
+
+int cgi_front_run(const config *cfg) {
+    static handler_counters counters;
+    request_limits lim = handler_limits(cfg);
+    char err[1024], epoch[MSGLOG_EPOCH_LEN + 1];
+    request *r = malloc(sizeof *r);
+    handler h;
+    buf out, body;
+    int64_t cursor = 0;
+    buf_init(&out);
+    buf_init(&body);
+    if (!r)
+        return 1;
+    request_parse(r, environ, &lim);
+    const char *cors = reply_cors(cfg, r->origin);
+    int got = r->route == ROUTE_PUB ? cgi_front_body(r, cfg->max_body, &body) : 0;
+    if (got == -1) {
+        reply_error(&out, 413, cors, "body_too_large", "the body exceeds max_body", 0);
+    } else if (got < 0) {
+        reply_error(&out, 400, cors, "bad_body", "the body could not be read", 0);
+    } else if (handler_open(&h, cfg, &counters, err, sizeof err)) {
+        fprintf(stderr, "holdfast: %s\n", err);
+        reply_error(&out, 500, cors, "unavailable", "the log cannot be opened", 0);
+    } else {
+        if (handler_run(&h, r, body.p, body.len, &out, &cursor, epoch) == HANDLER_PARK)
+            cgi_front_wait(&h, r, cursor, epoch, &out);
+        handler_close(&h);
+    }
+    int rc = fwrite(out.p, 1, out.len, stdout) == out.len && fflush(stdout) == 0 ? 0 : 1;
+    buf_free(&out);
+    buf_free(&body);
+    free(r);
+    return rc;
+}

@@ -1,0 +1,21 @@
+/* fcgi_front.h -- the FastCGI front: accept connections, read a request's
+ * params and body with libfcgi, answer or park it. */
+#ifndef HOLDFAST_FCGI_FRONT_H
+#define HOLDFAST_FCGI_FRONT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "jsonenc.h"
+
+/* Serve FastCGI on listen_fd (fd 0 when a web server spawned us) until
+ * SIGTERM or SIGINT: then stop accepting, answer every parked request, and
+ * return the exit status (0 after a clean stop). */
+int fcgi_front_run(const config *cfg, int listen_fd);
+
+/* Append FastCGI records carrying a response for request `reqid`:
+ * FCGI_STDOUT records, the empty FCGI_STDOUT, FCGI_END_REQUEST. */
+void fcgi_front_frame(buf *out, uint16_t reqid, const char *data, size_t len);
+
+#endif

@@ -1,0 +1,77 @@
+/* handler.h -- what each route does, independent of the front (FastCGI or
+ * CGI) that carried the request.
+ *
+ * Lifecycle: handler_open() per thread (it owns one SQLite connection),
+ * handler_run() per request, handler_close().  A subscribe with nothing to
+ * deliver returns HANDLER_PARK with the concrete cursor to wait from; the
+ * caller parks it (worker.c) or blocks on it (cgi_front.c).
+ */
+#ifndef HOLDFAST_HANDLER_H
+#define HOLDFAST_HANDLER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "jsonenc.h"
+#include "msglog.h"
+#include "request.h"
+#include "wake.h"
+
+/* Per-process counters, shown by /stats and /metrics. */
+typedef struct {
+    _Atomic int64_t parked;     /* subscribers waiting now */
+    _Atomic int64_t publishes;  /* messages appended by this process */
+    _Atomic int64_t deliveries; /* messages sent, counted per subscriber */
+    _Atomic int64_t answered;   /* subscribe answers sent */
+    _Atomic int64_t timeouts;   /* subscribe answers with no message */
+    _Atomic int64_t left;       /* parked subscribers whose client left */
+    _Atomic int64_t refused;    /* 503s for a full process */
+} handler_counters;
+
+typedef enum { HANDLER_DONE, HANDLER_PARK } handler_result;
+
+typedef struct {
+    const config *cfg;
+    handler_counters *counters;
+    msglog *log;
+    wake *wk;
+    dev_t dev;
+    ino_t ino;
+    int64_t checked_ms;
+} handler;
+
+/* The request limits of a configuration. */
+request_limits handler_limits(const config *cfg);
+
+/* Open this thread's log connection and wake mapping. */
+int handler_open(handler *h, const config *cfg, handler_counters *counters, char *err,
+                 size_t errlen);
+void handler_close(handler *h);
+
+/* Reopen the log if the file at cfg->db was replaced (checked at most once a
+ * second unless force): 1 if reopened, 0 if not, <0 on error. */
+int handler_check_db(handler *h, int force);
+
+/* Answer r into out (a complete CGI-style response), or return HANDLER_PARK
+ * with *cursor and epoch set to where the subscriber waits from. */
+handler_result handler_run(handler *h, const request *r, const void *body, size_t len, buf *out,
+                           int64_t *cursor, char epoch[MSGLOG_EPOCH_LEN + 1]);
+
+/* Run a subscribe's read from `cursor` for a parked or blocked subscriber
+ * and, if there is something to say (messages, reset, or final), build the
+ * answer into out and return 1; 0 if it should keep waiting.  *cursor
+ * advances to the safe point either way. */
+int handler_poll(handler *h, const request *r, int64_t *cursor, const char *epoch, int final,
+                 buf *out);
+
+/* Count one subscribe answer carrying b in the counters. */
+void handler_count_answer(handler_counters *counters, const msglog_batch *b,
+                          request_format fmt);
+
+/* Answer a subscribe from a batch already read (JSON or raw). */
+void handler_answer(buf *out, const msglog_batch *b, request_format fmt, const char *cors,
+                    handler_counters *counters);
+
+#endif

@@ -1,0 +1,136 @@
+/* reply.c -- status lines, headers and bodies of every holdfast answer.
+ *
+ * Every answer carries Cache-Control: no-store (a cached long-poll answer
+ * would replay old messages), a Content-Length (no chunking needed by the
+ * web server) and the CORS headers of the request's origin -- timeouts and
+ * errors included, or a browser would hide them from the page. */
+#include "reply.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const char *reply_reason(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+const char *reply_cors(const config *cfg, const char *origin) {
+    for (int i = 0; i < cfg->ncors_origins; i++) {
+        if (!strcmp(cfg->cors_origins[i], "*"))
+            return "*";
+        if (origin && !strcmp(cfg->cors_origins[i], origin))
+            return cfg->cors_origins[i];
+    }
+    return NULL;
+}
+
+/* Status, content type, caching and CORS; the caller adds the rest. */
+static void reply_head(buf *out, int status, const char *ctype, const char *cors) {
+    buf_printf(out, "Status: %d %s\r\n", status, reply_reason(status));
+    if (ctype)
+        buf_printf(out, "Content-Type: %s\r\n", ctype);
+    buf_puts(out, "Cache-Control: no-store\r\n");
+    if (cors) {
+        buf_printf(out, "Access-Control-Allow-Origin: %s\r\n", cors);
+        buf_puts(out, "Access-Control-Expose-Headers: Holdfast-Id, Holdfast-Epoch, Retry-After\r\n");
+        if (strcmp(cors, "*"))
+            buf_puts(out, "Vary: Origin\r\n");
+    }
+}
+
+/* Content-Length, the blank line and the body. */
+static void reply_finish(buf *out, const void *body, size_t len) {
+    buf_printf(out, "Content-Length: %zu\r\n\r\n", len);
+    buf_put(out, body, len);
+}
+
+void reply_batch_body(buf *body, const msglog_batch *b) {
+    buf_puts(body, "{\"cursor\":");
+    buf_int(body, b->cursor);
+    buf_puts(body, ",\"epoch\":");
+    jsonenc_cstring(body, b->epoch);
+    buf_puts(body, ",\"messages\":[");
+    for (size_t i = 0; i < b->n; i++) {
+        if (i)
+            buf_putc(body, ',');
+        jsonenc_message(body, &b->msgs[i]);
+    }
+    buf_puts(body, "],\"gap\":");
+    buf_puts(body, b->gap ? "true" : "false");
+    if (b->gap) {
+        buf_puts(body, ",\"oldest\":");
+        buf_int(body, b->oldest);
+    }
+    if (b->reset) {
+        buf_puts(body, ",\"reset\":true,\"head\":");
+        buf_int(body, b->head);
+    }
+    if (b->more)
+        buf_puts(body, ",\"more\":true");
+    buf_puts(body, "}\n");
+}
+
+void reply_body(buf *out, int status, const char *cors, const char *ctype, const void *body,
+                size_t len) {
+    reply_head(out, status, ctype, cors);
+    reply_finish(out, body, len);
+}
+
+void reply_json(buf *out, int status, const char *cors, const char *body, size_t len) {
+    reply_body(out, status, cors, "application/json", body, len);
+}
+
+void reply_raw(buf *out, const msglog_batch *b, const char *cors) {
+    if (b->n == 0) {
+        reply_head(out, 204, NULL, cors);
+        buf_printf(out, "Holdfast-Cursor: %lld\r\nHoldfast-Epoch: %s\r\n\r\n",
+                   (long long)b->cursor, b->epoch);
+        return;
+    }
+    const msglog_msg *m = &b->msgs[0];
+    reply_head(out, 200, m->type, cors);
+    buf_printf(out, "Holdfast-Id: %lld\r\nHoldfast-Epoch: %s\r\n", (long long)m->id, b->epoch);
+    reply_finish(out, m->body, m->len);
+}
+
+void reply_error(buf *out, int status, const char *cors, const char *error,
+                 const char *detail, int retry_after) {
+    buf body;
+    buf_init(&body);
+    buf_puts(&body, "{\"error\":");
+    jsonenc_cstring(&body, error);
+    buf_puts(&body, ",\"detail\":");
+    jsonenc_cstring(&body, detail ? detail : "");
+    buf_puts(&body, "}\n");
+    reply_head(out, status, "application/json", cors);
+    if (retry_after > 0)
+        buf_printf(out, "Retry-After: %d\r\n", retry_after);
+    reply_finish(out, body.p, body.len);
+    buf_free(&body);
+}
+
+void reply_preflight(buf *out, const char *cors) {
+    reply_head(out, 204, NULL, cors);
+    if (cors)
+        buf_puts(out, "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+                      "Access-Control-Allow-Headers: Content-Type, Authorization, "
+                      "Idempotency-Key, Holdfast-Key, Last-Event-ID\r\n"
+                      "Access-Control-Max-Age: 600\r\n");
+    buf_puts(out, "\r\n");
+}

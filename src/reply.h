@@ -1,0 +1,43 @@
+/* reply.h -- every answer holdfast gives, as a CGI-style response (a header
+ * block, a blank line, the body): batches, raw messages, errors, CORS.  The
+ * one place that chooses status lines and error bodies.  Fronts (FastCGI,
+ * CGI) only frame and send what these functions build. */
+#ifndef HOLDFAST_REPLY_H
+#define HOLDFAST_REPLY_H
+
+#include "config.h"
+#include "jsonenc.h"
+#include "msglog.h"
+
+/* The Access-Control-Allow-Origin value for a request's Origin: "*" when
+ * cors_origin = * is configured, the origin itself when it is listed, NULL
+ * otherwise.  The string returned lives in cfg (it outlives the request). */
+const char *reply_cors(const config *cfg, const char *origin);
+
+/* Encode a batch as the API's JSON object (shared by every waiter it
+ * answers):  {"cursor":..,"epoch":..,"messages":[..],"gap":..[,"oldest":..]
+ * [,"reset":true][,"more":true]} */
+void reply_batch_body(buf *body, const msglog_batch *b);
+
+/* A complete answer around an encoded body of the given content type. */
+void reply_body(buf *out, int status, const char *cors, const char *ctype, const void *body,
+                size_t len);
+
+/* reply_body with application/json. */
+void reply_json(buf *out, int status, const char *cors, const char *body, size_t len);
+
+/* format=raw: the first message of b with its own type and Holdfast-Id, or
+ * 204 when b has none. */
+void reply_raw(buf *out, const msglog_batch *b, const char *cors);
+
+/* {"error":..,"detail":..} with status; retry_after > 0 adds Retry-After. */
+void reply_error(buf *out, int status, const char *cors, const char *error,
+                 const char *detail, int retry_after);
+
+/* The answer to an OPTIONS preflight. */
+void reply_preflight(buf *out, const char *cors);
+
+/* The reason phrase of a status ("Not Found"). */
+const char *reply_reason(int status);
+
+#endif

@@ -1,0 +1,314 @@
+/* request.c -- CGI/FastCGI parameters to a validated holdfast request.
+ *
+ * The route comes from PATH_INFO (what the program is mounted under is not
+ * ours), falling back to REQUEST_URI minus SCRIPT_NAME for servers that
+ * leave PATH_INFO empty.  Every limit is checked here, so a handler never
+ * sees an out-of-range value: channels per subscribe (400), body size (413),
+ * timeout (capped, not refused: a client cannot know the server's cap).
+ * Unknown query parameters are ignored (cache busters such as `_=123`).
+ */
+#include "request.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const char *request_param(char *const *envp, const char *name) {
+    size_t n = strlen(name);
+    for (; envp && *envp; envp++)
+        if (!strncmp(*envp, name, n) && (*envp)[n] == '=')
+            return *envp + n + 1;
+    return NULL;
+}
+
+int request_parse_i64(const char *s, size_t n, int64_t *out) {
+    int64_t v = 0;
+    if (n == 0 || n > 18)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Set an error; the detail is `what` followed by `arg` (may be NULL). */
+static request_route request_fail(request *r, int status, const char *error, const char *what,
+                                  const char *arg) {
+    r->route = ROUTE_ERROR;
+    r->status = status;
+    r->error = error;
+    snprintf(r->detail, sizeof r->detail, "%s%s", what, arg ? arg : "");
+    return ROUTE_ERROR;
+}
+
+/* The path below the mount point. */
+static const char *request_path(char *const *envp, size_t *len) {
+    const char *p = request_param(envp, "PATH_INFO");
+    if (p && *p) {
+        *len = strlen(p);
+        return p;
+    }
+    const char *uri = request_param(envp, "REQUEST_URI");
+    const char *script = request_param(envp, "SCRIPT_NAME");
+    if (!uri) {
+        *len = 0;
+        return "";
+    }
+    size_t n = strcspn(uri, "?");
+    size_t s = script ? strlen(script) : 0;
+    if (s && s <= n && !strncmp(uri, script, s))
+        uri += s, n -= s;
+    *len = n;
+    return uri;
+}
+
+static int request_hex(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decode s[0..n) into out (cap bytes); -1 if malformed or too long. */
+static int request_unescape(const char *s, size_t n, char *out, size_t cap, size_t *outlen) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%') {
+            int hi = i + 2 < n ? request_hex(s[i + 1]) : -1;
+            int lo = i + 2 < n ? request_hex(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return -1;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (o + 1 >= cap)
+            return -1;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    *outlen = o;
+    return 0;
+}
+
+/* Split "a,b,c" into r->channels (validated, duplicates dropped). */
+static request_route request_channels(request *r, const char *s, size_t n,
+                                      const request_limits *lim) {
+    size_t used = 0;
+    r->nchannels = 0;
+    while (n > 0) {
+        const char *comma = memchr(s, ',', n);
+        size_t len = comma ? (size_t)(comma - s) : n;
+        if (!msglog_channel_valid(s, len))
+            return request_fail(r, 400, "bad_channel",
+                                "channel names are 1-128 bytes of A-Za-z0-9._:@-", NULL);
+        int dup = 0;
+        for (size_t i = 0; i < r->nchannels; i++)
+            dup |= strlen(r->channels[i]) == len && !memcmp(r->channels[i], s, len);
+        if (!dup) {
+            if ((int)r->nchannels >= lim->max_channels || r->nchannels >= REQUEST_MAX_CHANNELS) {
+                char max[16];
+                snprintf(max, sizeof max, "%d", lim->max_channels);
+                return request_fail(r, 400, "too_many_channels",
+                                    "channels in one subscribe, at most: ", max);
+            }
+            memcpy(r->chanbuf + used, s, len);
+            r->chanbuf[used + len] = '\0';
+            r->channels[r->nchannels++] = r->chanbuf + used;
+            used += len + 1;
+        }
+        if (!comma)
+            break;
+        s = comma + 1;
+        n -= len + 1;
+        if (n == 0)
+            return request_fail(r, 400, "bad_channel", "empty channel name in the list", NULL);
+    }
+    if (r->nchannels == 0)
+        return request_fail(r, 400, "bad_channel", "no channel named", NULL);
+    r->channel = r->channels[0];
+    return r->route;
+}
+
+/* Apply one query parameter of a subscribe. */
+static int request_query_param(request *r, const char *name, size_t nlen, const char *val,
+                               size_t vlen, const request_limits *lim) {
+    int64_t v;
+#define IS(lit) (nlen == sizeof(lit) - 1 && !memcmp(name, lit, nlen))
+    if (IS("since")) {
+        if (request_parse_i64(val, vlen, &r->since))
+            return request_fail(r, 400, "bad_cursor", "since must be an integer >= 0", NULL);
+    } else if (IS("last")) {
+        if (request_parse_i64(val, vlen, &r->last))
+            return request_fail(r, 400, "bad_parameter", "last must be an integer >= 0",
+                                NULL);
+    } else if (IS("timeout")) {
+        if (request_parse_i64(val, vlen, &v))
+            return request_fail(r, 400, "bad_parameter", "timeout must be whole seconds >= 0",
+                                NULL);
+        r->timeout_s = v > lim->max_poll_timeout_s ? lim->max_poll_timeout_s : (int)v;
+    } else if (IS("limit")) {
+        if (request_parse_i64(val, vlen, &v) || v < 1)
+            return request_fail(r, 400, "bad_parameter", "limit must be an integer >= 1",
+                                NULL);
+        r->limit = v > lim->batch_limit ? (size_t)lim->batch_limit : (size_t)v;
+    } else if (IS("epoch")) {
+        if (vlen < 1 || vlen > MSGLOG_EPOCH_LEN)
+            return request_fail(r, 400, "bad_parameter", "epoch is at most 16 characters",
+                                NULL);
+        for (size_t i = 0; i < vlen; i++)
+            if (request_hex(val[i]) < 0)
+                return request_fail(r, 400, "bad_parameter", "epoch is hexadecimal", NULL);
+        memcpy(r->epoch, val, vlen);
+        r->epoch[vlen] = '\0';
+        r->has_epoch = 1;
+    } else if (IS("format")) {
+        if (vlen == 3 && !memcmp(val, "raw", 3))
+            r->format = FORMAT_RAW;
+        else if (vlen == 4 && !memcmp(val, "json", 4))
+            r->format = FORMAT_JSON;
+        else
+            return request_fail(r, 400, "bad_parameter", "format is json or raw", NULL);
+    }
+#undef IS
+    return 0;
+}
+
+static request_route request_query(request *r, const char *q, const request_limits *lim) {
+    char name[32], val[64];
+    while (q && *q) {
+        size_t len = strcspn(q, "&"), nlen, vlen;
+        const char *eq = memchr(q, '=', len);
+        size_t klen = eq ? (size_t)(eq - q) : len;
+        /* Names we know are short; a long or malformed one is not ours. */
+        if (request_unescape(q, klen, name, sizeof name, &nlen) == 0) {
+            if (request_unescape(eq ? eq + 1 : q + len, eq ? len - klen - 1 : 0, val, sizeof val,
+                                 &vlen))
+                return request_fail(r, 400, "bad_parameter",
+                                    "a query parameter is malformed or too long", NULL);
+            if (request_query_param(r, name, nlen, val, vlen, lim))
+                return ROUTE_ERROR;
+        }
+        q += len + (q[len] == '&');
+    }
+    return r->route;
+}
+
+/* A header token (idempotency or compaction key): visible ASCII only. */
+static request_route request_token(request *r, const char *name, const char **dst,
+                                   const char *v) {
+    if (!v)
+        return r->route;
+    size_t n = strlen(v);
+    int ok = n >= 1 && n <= REQUEST_TOKEN_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = v[i] > 0x20 && v[i] < 0x7f;
+    if (!ok)
+        return request_fail(r, 400, "bad_header",
+                            "must be 1-200 visible ASCII characters: ", name);
+    *dst = v;
+    return r->route;
+}
+
+static request_route request_sub(request *r, char *const *envp, const request_limits *lim) {
+    const char *accept = request_param(envp, "HTTP_ACCEPT");
+    const char *leid = request_param(envp, "HTTP_LAST_EVENT_ID");
+    r->timeout_s = lim->poll_timeout_s;
+    r->limit = (size_t)lim->batch_limit;
+    if (accept && strstr(accept, "text/event-stream"))
+        r->format = FORMAT_SSE;
+    if (request_query(r, request_param(envp, "QUERY_STRING"), lim) == ROUTE_ERROR)
+        return ROUTE_ERROR;
+    if (r->since < 0 && leid && *leid &&
+        request_parse_i64(leid, strlen(leid), &r->since))
+        return request_fail(r, 400, "bad_cursor", "Last-Event-ID must be a cursor", NULL);
+    if (r->since >= 0)
+        r->last = 0; /* an explicit cursor wins over the starting point */
+    return r->route;
+}
+
+static request_route request_pub(request *r, char *const *envp, const request_limits *lim) {
+    const char *cl = request_param(envp, "CONTENT_LENGTH");
+    const char *auth = request_param(envp, "HTTP_AUTHORIZATION");
+    r->content_type = request_param(envp, "CONTENT_TYPE");
+    if (r->content_type && !*r->content_type)
+        r->content_type = NULL;
+    r->content_length = -1;
+    if (cl && *cl && request_parse_i64(cl, strlen(cl), &r->content_length))
+        return request_fail(r, 400, "bad_header", "Content-Length is not a number", NULL);
+    if (r->content_length > lim->max_body)
+        return request_fail(r, 413, "body_too_large", "the body exceeds max_body", NULL);
+    if (auth && !strncasecmp(auth, "Bearer ", 7))
+        r->bearer = auth + 7;
+    if (request_token(r, "Idempotency-Key", &r->idem,
+                      request_param(envp, "HTTP_IDEMPOTENCY_KEY")) == ROUTE_ERROR)
+        return ROUTE_ERROR;
+    return request_token(r, "Holdfast-Key", &r->key, request_param(envp, "HTTP_HOLDFAST_KEY"));
+}
+
+/* Which route a path names; sets *arg to the rest after "/sub/" or "/pub/". */
+static request_route request_route_of(const char *p, size_t n, const char **arg,
+                                      size_t *alen) {
+    static const struct {
+        const char *prefix;
+        request_route route;
+        int has_arg;
+    } routes[] = {{"/sub/", ROUTE_SUB, 1},        {"/pub/", ROUTE_PUB, 1},
+                  {"/health", ROUTE_HEALTH, 0},   {"/stats", ROUTE_STATS, 0},
+                  {"/metrics", ROUTE_METRICS, 0}};
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        size_t k = strlen(routes[i].prefix);
+        if (n < k || memcmp(p, routes[i].prefix, k))
+            continue;
+        if (!routes[i].has_arg && n != k)
+            continue;
+        *arg = p + k;
+        *alen = n - k;
+        return routes[i].route;
+    }
+    return ROUTE_ERROR;
+}
+
+request_route request_parse(request *r, char *const *envp, const request_limits *lim) {
+    size_t plen, alen = 0;
+    const char *arg = NULL;
+    memset(r, 0, sizeof *r);
+    r->since = -1;
+    r->method = request_param(envp, "REQUEST_METHOD");
+    r->origin = request_param(envp, "HTTP_ORIGIN");
+    if (!r->method)
+        r->method = "GET";
+    const char *path = request_path(envp, &plen);
+    r->route = request_route_of(path, plen, &arg, &alen);
+    if (r->route == ROUTE_ERROR)
+        return request_fail(r, 404, "not_found",
+                            "routes: /sub/CHANNELS, /pub/CHANNEL, /health, /stats, /metrics",
+                            NULL);
+    if (!strcmp(r->method, "OPTIONS")) {
+        r->route = ROUTE_PREFLIGHT;
+        return r->route;
+    }
+    int is_get = !strcmp(r->method, "GET") || !strcmp(r->method, "HEAD");
+    int is_post = !strcmp(r->method, "POST") || !strcmp(r->method, "PUT");
+    if (r->route == ROUTE_PUB ? !is_post : !is_get)
+        return request_fail(r, 405, "method_not_allowed",
+                            r->route == ROUTE_PUB ? "publish with POST" : "use GET", NULL);
+    if (r->route == ROUTE_SUB || r->route == ROUTE_PUB) {
+        if (request_channels(r, arg, alen, lim) == ROUTE_ERROR)
+            return ROUTE_ERROR;
+        if (r->route == ROUTE_PUB && r->nchannels != 1)
+            return request_fail(r, 400, "bad_channel", "publish to exactly one channel",
+                                NULL);
+    }
+    if (r->route == ROUTE_SUB)
+        return request_sub(r, envp, lim);
+    if (r->route == ROUTE_PUB)
+        return request_pub(r, envp, lim);
+    return r->route;
+}

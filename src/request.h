@@ -1,0 +1,80 @@
+/* request.h -- turn a CGI/FastCGI parameter set into a validated request.
+ *
+ * Pure: no I/O, no allocation beyond the struct, so it can be unit-tested
+ * and fuzzed.  request_parse() either fills a route with its fields, or sets
+ * route = ROUTE_ERROR with the HTTP status and a message for reply.c.
+ */
+#ifndef HOLDFAST_REQUEST_H
+#define HOLDFAST_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "msglog.h"
+
+#define REQUEST_MAX_CHANNELS 64
+#define REQUEST_TOKEN_MAX 200 /* idempotency key, compaction key */
+
+typedef enum {
+    ROUTE_ERROR = 0,
+    ROUTE_SUB,
+    ROUTE_PUB,
+    ROUTE_HEALTH,
+    ROUTE_STATS,
+    ROUTE_METRICS,
+    ROUTE_PREFLIGHT /* OPTIONS on any route */
+} request_route;
+
+typedef enum { FORMAT_JSON = 0, FORMAT_RAW, FORMAT_SSE } request_format;
+
+/* Limits the parser enforces (from config). */
+typedef struct {
+    int max_channels;
+    int64_t max_body;
+    int poll_timeout_s;     /* used when the request names none */
+    int max_poll_timeout_s; /* cap */
+    int batch_limit;        /* cap and default for ?limit= */
+} request_limits;
+
+typedef struct {
+    request_route route;
+    /* errors */
+    int status;         /* HTTP status for ROUTE_ERROR */
+    const char *error;  /* short machine-readable reason */
+    char detail[160];   /* human-readable detail */
+    /* subscribe */
+    char chanbuf[REQUEST_MAX_CHANNELS * (MSGLOG_CHANNEL_MAX + 1)];
+    const char *channels[REQUEST_MAX_CHANNELS];
+    size_t nchannels;
+    int64_t since; /* -1 = not given */
+    int64_t last;  /* 0 = not given */
+    char epoch[MSGLOG_EPOCH_LEN + 1];
+    int has_epoch;
+    int timeout_s;
+    size_t limit;
+    request_format format;
+    /* publish */
+    const char *channel; /* == channels[0] */
+    const char *content_type;
+    int64_t content_length;
+    const char *idem;
+    const char *key;
+    const char *bearer; /* Authorization: Bearer value, or NULL */
+    /* every route */
+    const char *method;
+    const char *origin; /* Origin header, or NULL */
+} request;
+
+/* Look up NAME in a NULL-terminated "NAME=value" array; NULL if absent. */
+const char *request_param(char *const *envp, const char *name);
+
+/* Parse the request described by envp (FastCGI params or CGI environment).
+ * Pointers in r point into envp or into r itself: keep envp alive as long as
+ * r is used, or copy what is needed (waiters do).  Always returns r->route;
+ * ROUTE_ERROR comes with status/error/detail set. */
+request_route request_parse(request *r, char *const *envp, const request_limits *lim);
+
+/* Parse a decimal cursor/count: 0 on success. */
+int request_parse_i64(const char *s, size_t n, int64_t *out);
+
+#endif

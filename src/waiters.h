@@ -1,0 +1,76 @@
+/* waiters.h -- parked subscribers: an index by channel and a deadline heap.
+ *
+ * Pure bookkeeping (no I/O, no locks): owned by one dispatcher thread.
+ * Lifecycle: waiter_new() -> waiters_add() -> (waiters_each_on() /
+ * waiters_first_due()) -> waiters_remove() -> waiter_free().
+ */
+#ifndef HOLDFAST_WAITERS_H
+#define HOLDFAST_WAITERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "msglog.h"
+
+typedef struct waiter waiter;
+typedef struct waiters_chan waiters_chan;
+
+/* One of a waiter's channel memberships (a node of that channel's list). */
+typedef struct waiter_link {
+    struct waiter_link *prev, *next;
+    waiters_chan *chan;
+    waiter *w;
+} waiter_link;
+
+struct waiter {
+    int fd;              /* the web server's connection */
+    uint16_t reqid;      /* FastCGI request id */
+    uint8_t format;      /* request_format */
+    uint8_t nchannels;
+    uint32_t mark;       /* dispatcher scratch: dedupe within one pass */
+    size_t heap_idx;     /* position in the deadline heap */
+    int64_t deadline_ms; /* monotonic clock */
+    uint64_t seq;        /* arrival order: ties on deadline go first-come */
+    int64_t cursor;      /* nothing of these channels is unread at or below */
+    char epoch[MSGLOG_EPOCH_LEN + 1];
+    size_t limit;
+    const char *cors;    /* Access-Control-Allow-Origin value (config-owned) */
+    void *pending;       /* owner's scratch: the answer being written */
+    size_t pending_off;
+    const char **channels; /* nchannels names, inside this allocation */
+    size_t names_len;      /* bytes of the NUL-separated names block */
+    waiter_link links[];   /* one per channel */
+};
+
+typedef struct waiters waiters;
+
+/* A waiter for these channels (copied in), all other fields zeroed except
+ * fd = -1.  NULL when out of memory. */
+waiter *waiter_new(const char *const *channels, size_t n);
+void waiter_free(waiter *w);
+
+/* The names block, for comparing channel sets: *len bytes. */
+const char *waiter_names(const waiter *w, size_t *len);
+
+waiters *waiters_new(void);
+/* Frees the registry (not the waiters still in it). */
+void waiters_free(waiters *ws);
+
+/* Index w by its channels and deadline: 0 or -ENOMEM. */
+int waiters_add(waiters *ws, waiter *w);
+void waiters_remove(waiters *ws, waiter *w);
+
+size_t waiters_count(const waiters *ws);
+
+/* The waiter with the earliest deadline, or NULL. */
+waiter *waiters_first_due(const waiters *ws);
+
+/* The i-th waiter in no particular order (0 <= i < count), for sweeps. */
+waiter *waiters_at(const waiters *ws, size_t i);
+
+/* Call fn for each waiter parked on channel `name`; fn must not add or
+ * remove waiters. */
+void waiters_each_on(const waiters *ws, const char *name, void (*fn)(waiter *, void *),
+                     void *ud);
+
+#endif

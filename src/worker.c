@@ -1,0 +1,474 @@
+/* worker.c -- the dispatcher: one thread per worker process that owns every
+ * parked subscriber.
+ *
+ * THE WAKE RULE.  `processed_head` is the head of the last snapshot in
+ * which the dispatcher looked for changed channels and answered every
+ * waiter they concerned.  Invariant: no parked waiter has an unread message
+ * at or below max(its cursor, processed_head).  It holds because
+ *   - on each wake the dispatcher asks the log which channels have rows in
+ *     (processed_head, head] and re-reads exactly the waiters parked on them
+ *     (Redis's "mark the key ready, serve it before the next poll");
+ *   - a waiter handed over with a cursor below processed_head may have
+ *     missed such a pass, so it is re-read at once on arrival.
+ * This makes a timeout answer free: its cursor is max(cursor,
+ * processed_head), with no query.  The wake file is only a hint that the
+ * head moved; the watcher also ticks every data_version_ms so rows that
+ * other programs insert are found without it.
+ *
+ * Waiters that want the same read (same channels, cursor, epoch, format,
+ * limit) share one query and one encoded body: thousands of subscribers at
+ * the head of one channel cost one read per message burst.
+ *
+ * Writes never block the loop: a parked fd is non-blocking, and an answer
+ * that does not fit the socket buffer waits for EPOLLOUT.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reply.h"
+
+#define WORKER_EVENTS 256
+#define WORKER_FLUSH_MS 3000
+
+struct worker {
+    const config *cfg;
+    handler_counters *counters;
+    worker_frame_fn frame;
+    handler h; /* the dispatcher's own log connection and wake mapping */
+    waiters *ws;
+    int epfd, queue_efd, wake_efd, stop_efd;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t lock; /* guards queue */
+    waiter **queue;
+    size_t nqueue, capqueue;
+    int64_t processed_head;
+    uint64_t seq;
+    uint32_t mark;
+    int stopping;
+    size_t writing; /* answers still being written */
+    waiter **batch; /* waiters to re-read in this pass */
+    size_t nbatch, capbatch;
+    buf resp, body;
+};
+
+static int64_t worker_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void worker_efd_drain(int fd) {
+    uint64_t v;
+    while (read(fd, &v, sizeof v) > 0)
+        ;
+}
+
+static void worker_efd_kick(int fd) {
+    uint64_t one = 1;
+    /* EAGAIN: the counter is already non-zero, the reader will look. */
+    if (write(fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        perror("holdfast: eventfd");
+}
+
+/* ---- sending answers ------------------------------------------------------ */
+
+/* Forget w entirely: close its connection and free it. */
+static void worker_drop(worker *wk, waiter *w) {
+    if (w->pending) {
+        buf_free(w->pending);
+        free(w->pending);
+        wk->writing--;
+    }
+    close(w->fd); /* also removes it from the epoll set */
+    waiter_free(w);
+}
+
+/* Write what is pending; on completion the connection is closed. */
+static void worker_flush(worker *wk, waiter *w) {
+    buf *p = w->pending;
+    while (w->pending_off < p->len) {
+        ssize_t n = write(w->fd, p->p + w->pending_off, p->len - w->pending_off);
+        if (n > 0) {
+            w->pending_off += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = w};
+            if (epoll_ctl(wk->epfd, EPOLL_CTL_MOD, w->fd, &ev) == 0)
+                return;
+            break;
+        } else {
+            break; /* the web server is gone: nothing more to do */
+        }
+    }
+    worker_drop(wk, w);
+}
+
+/* Send a complete response to a waiter that is no longer parked. */
+static void worker_send(worker *wk, waiter *w, const buf *resp) {
+    buf *p = malloc(sizeof *p);
+    if (!p) {
+        close(w->fd);
+        waiter_free(w);
+        return;
+    }
+    buf_init(p);
+    wk->frame(p, w, resp->p, resp->len);
+    w->pending = p;
+    w->pending_off = 0;
+    wk->writing++;
+    if (p->oom)
+        worker_drop(wk, w);
+    else
+        worker_flush(wk, w);
+}
+
+/* Take w out of the registry and answer it with resp. */
+static void worker_finish(worker *wk, waiter *w, const buf *resp) {
+    waiters_remove(wk->ws, w);
+    atomic_fetch_sub(&wk->counters->parked, 1);
+    worker_send(wk, w, resp);
+}
+
+/* The client left while parked (or its connection failed). */
+static void worker_left(worker *wk, waiter *w) {
+    waiters_remove(wk->ws, w);
+    atomic_fetch_sub(&wk->counters->parked, 1);
+    atomic_fetch_add(&wk->counters->left, 1);
+    worker_drop(wk, w);
+}
+
+/* ---- timeouts -------------------------------------------------------------- */
+
+/* Answer w with no messages and the safe cursor (see THE WAKE RULE). */
+static void worker_expire(worker *wk, waiter *w) {
+    msglog_batch b;
+    memset(&b, 0, sizeof b);
+    b.cursor = w->cursor > wk->processed_head ? w->cursor : wk->processed_head;
+    b.head = b.cursor;
+    memcpy(b.epoch, w->epoch, sizeof b.epoch);
+    buf_reset(&wk->resp);
+    handler_answer(&wk->resp, &b, (request_format)w->format, w->cors, wk->counters);
+    worker_finish(wk, w, &wk->resp);
+}
+
+static void worker_expire_due(worker *wk) {
+    int64_t now = worker_now_ms();
+    waiter *w;
+    while ((w = waiters_first_due(wk->ws)) && (wk->stopping || w->deadline_ms <= now))
+        worker_expire(wk, w);
+}
+
+/* ---- re-reading on change ---------------------------------------------------- */
+
+static void worker_batch_push(worker *wk, waiter *w) {
+    if (w->mark == wk->mark)
+        return; /* already in this pass */
+    if (wk->nbatch == wk->capbatch) {
+        size_t cap = wk->capbatch ? wk->capbatch * 2 : 64;
+        waiter **b = realloc(wk->batch, cap * sizeof *b);
+        if (!b)
+            return; /* it stays parked; its deadline still answers it */
+        wk->batch = b;
+        wk->capbatch = cap;
+    }
+    w->mark = wk->mark;
+    wk->batch[wk->nbatch++] = w;
+}
+
+static void worker_mark_cb(waiter *w, void *ud) {
+    worker_batch_push(ud, w);
+}
+
+static void worker_changed_cb(const char *channel, void *ud) {
+    worker *wk = ud;
+    waiters_each_on(wk->ws, channel, worker_mark_cb, wk);
+}
+
+/* Order waiters so that those wanting the same read are adjacent. */
+static int worker_cmp(const void *pa, const void *pb) {
+    const waiter *a = *(waiter *const *)pa, *b = *(waiter *const *)pb;
+    size_t la, lb;
+    const char *na = waiter_names(a, &la), *nb = waiter_names(b, &lb);
+    if (la != lb)
+        return la < lb ? -1 : 1;
+    int c = memcmp(na, nb, la);
+    if (c)
+        return c;
+    if (a->cursor != b->cursor)
+        return a->cursor < b->cursor ? -1 : 1;
+    if ((c = strcmp(a->epoch, b->epoch)) != 0)
+        return c;
+    if (a->format != b->format)
+        return a->format < b->format ? -1 : 1;
+    if (a->limit != b->limit)
+        return a->limit < b->limit ? -1 : 1;
+    return (a->cors > b->cors) - (a->cors < b->cors);
+}
+
+/* One read for k waiters that want the same thing; answer them if there is
+ * news, else advance their cursors and leave them parked. */
+static void worker_answer_group(worker *wk, waiter **g, size_t k) {
+    waiter *w0 = g[0];
+    msglog_query q = {.channels = w0->channels,
+                      .nchannels = w0->nchannels,
+                      .since = w0->cursor,
+                      .epoch = w0->epoch,
+                      .limit = w0->format == FORMAT_RAW ? 1 : w0->limit};
+    msglog_batch b;
+    if (msglog_read(wk->h.log, &q, &b)) {
+        fprintf(stderr, "holdfast[%d]: read for parked subscribers: %s\n", (int)getpid(),
+                msglog_errmsg(wk->h.log));
+        return; /* they stay parked; the next wake or the deadline answers */
+    }
+    if (b.n == 0 && !b.reset && !b.gap) {
+        for (size_t i = 0; i < k; i++)
+            g[i]->cursor = b.cursor;
+        msglog_batch_free(&b);
+        return;
+    }
+    int shared = w0->format != FORMAT_RAW || b.reset;
+    buf_reset(&wk->body);
+    if (shared)
+        reply_batch_body(&wk->body, &b);
+    for (size_t i = 0; i < k; i++) {
+        buf_reset(&wk->resp);
+        if (shared)
+            reply_json(&wk->resp, 200, g[i]->cors, wk->body.p, wk->body.len);
+        else
+            reply_raw(&wk->resp, &b, g[i]->cors);
+        handler_count_answer(wk->counters, &b, (request_format)g[i]->format);
+        worker_finish(wk, g[i], &wk->resp);
+    }
+    msglog_batch_free(&b);
+}
+
+static void worker_answer_batch(worker *wk) {
+    qsort(wk->batch, wk->nbatch, sizeof *wk->batch, worker_cmp);
+    for (size_t i = 0, j; i < wk->nbatch; i = j) {
+        for (j = i + 1; j < wk->nbatch && worker_cmp(&wk->batch[i], &wk->batch[j]) == 0; j++)
+            ;
+        worker_answer_group(wk, wk->batch + i, j - i);
+    }
+    wk->nbatch = 0;
+    wk->mark++;
+}
+
+/* The log moved (or the slow timer ticked): answer whom it concerns. */
+static void worker_process_changes(worker *wk) {
+    int64_t head = 0;
+    int replaced = handler_check_db(&wk->h, 0) == 1;
+    if (msglog_changed_channels(wk->h.log, wk->processed_head, &head, worker_changed_cb, wk)) {
+        fprintf(stderr, "holdfast[%d]: checking for new messages: %s\n", (int)getpid(),
+                msglog_errmsg(wk->h.log));
+        wk->nbatch = 0;
+        wk->mark++;
+        return;
+    }
+    if (replaced || head < wk->processed_head) {
+        /* Another database, or this one reset: every cursor is suspect;
+         * re-reading answers each waiter with a reset. */
+        for (size_t i = 0; i < waiters_count(wk->ws); i++)
+            worker_batch_push(wk, waiters_at(wk->ws, i));
+    }
+    wk->processed_head = head;
+    worker_answer_batch(wk);
+}
+
+/* ---- taking over parked requests ------------------------------------------- */
+
+static void worker_register(worker *wk, waiter *w) {
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = w};
+    w->seq = ++wk->seq;
+    fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+    if (epoll_ctl(wk->epfd, EPOLL_CTL_ADD, w->fd, &ev) != 0 || waiters_add(wk->ws, w) != 0) {
+        buf_reset(&wk->resp);
+        reply_error(&wk->resp, 503, w->cors, "unavailable", "out of memory", 1);
+        atomic_fetch_sub(&wk->counters->parked, 1);
+        worker_send(wk, w, &wk->resp);
+        return;
+    }
+    if (wk->stopping)
+        worker_expire(wk, w);
+    else if (w->cursor < wk->processed_head)
+        worker_batch_push(wk, w); /* may have missed a pass: re-read now */
+}
+
+static void worker_take_queue(worker *wk) {
+    waiter **q;
+    size_t n;
+    worker_efd_drain(wk->queue_efd);
+    pthread_mutex_lock(&wk->lock);
+    q = wk->queue;
+    n = wk->nqueue;
+    wk->queue = NULL;
+    wk->nqueue = wk->capqueue = 0;
+    pthread_mutex_unlock(&wk->lock);
+    for (size_t i = 0; i < n; i++)
+        worker_register(wk, q[i]);
+    free(q);
+    if (wk->nbatch)
+        worker_answer_batch(wk);
+}
+
+int worker_park(worker *wk, waiter *w) {
+    if (atomic_fetch_add(&wk->counters->parked, 1) >= wk->cfg->max_parked) {
+        atomic_fetch_sub(&wk->counters->parked, 1);
+        atomic_fetch_add(&wk->counters->refused, 1);
+        return -EAGAIN;
+    }
+    pthread_mutex_lock(&wk->lock);
+    if (wk->nqueue == wk->capqueue) {
+        size_t cap = wk->capqueue ? wk->capqueue * 2 : 64;
+        waiter **q = realloc(wk->queue, cap * sizeof *q);
+        if (!q) {
+            pthread_mutex_unlock(&wk->lock);
+            atomic_fetch_sub(&wk->counters->parked, 1);
+            return -EAGAIN;
+        }
+        wk->queue = q;
+        wk->capqueue = cap;
+    }
+    wk->queue[wk->nqueue++] = w;
+    pthread_mutex_unlock(&wk->lock);
+    worker_efd_kick(wk->queue_efd);
+    return 0;
+}
+
+/* ---- the loop ----------------------------------------------------------------- */
+
+static int worker_timeout_ms(worker *wk) {
+    waiter *w = waiters_first_due(wk->ws);
+    if (wk->stopping)
+        return 50;
+    if (!w)
+        return -1;
+    int64_t left = w->deadline_ms - worker_now_ms();
+    return left < 0 ? 0 : left > 60000 ? 60000 : (int)left;
+}
+
+static void worker_event(worker *wk, struct epoll_event *ev, int *changed) {
+    void *p = ev->data.ptr;
+    if (p == &wk->queue_efd) {
+        worker_take_queue(wk);
+    } else if (p == &wk->wake_efd) {
+        worker_efd_drain(wk->wake_efd);
+        *changed = 1;
+    } else if (p == &wk->stop_efd) {
+        worker_efd_drain(wk->stop_efd);
+        wk->stopping = 1;
+    } else {
+        waiter *w = p;
+        if (w->pending)
+            worker_flush(wk, w); /* writable, or failed: flush finds out */
+        else
+            worker_left(wk, w); /* a parked connection spoke or closed */
+    }
+}
+
+static void *worker_main(void *arg) {
+    worker *wk = arg;
+    struct epoll_event evs[WORKER_EVENTS];
+    int64_t flush_deadline = 0;
+    for (;;) {
+        int changed = 0;
+        int n = epoll_wait(wk->epfd, evs, WORKER_EVENTS, worker_timeout_ms(wk));
+        for (int i = 0; i < n; i++)
+            worker_event(wk, &evs[i], &changed);
+        if (changed)
+            worker_process_changes(wk);
+        worker_expire_due(wk);
+        if (wk->stopping) {
+            if (!flush_deadline)
+                flush_deadline = worker_now_ms() + WORKER_FLUSH_MS;
+            pthread_mutex_lock(&wk->lock);
+            size_t queued = wk->nqueue;
+            pthread_mutex_unlock(&wk->lock);
+            if ((wk->writing == 0 && queued == 0) || worker_now_ms() > flush_deadline)
+                break;
+        }
+    }
+    return NULL;
+}
+
+int worker_start(worker **out, const config *cfg, handler_counters *counters,
+                 worker_frame_fn frame, char *err, size_t errlen) {
+    worker *wk = calloc(1, sizeof *wk);
+    *out = NULL;
+    if (!wk) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    wk->cfg = cfg;
+    wk->counters = counters;
+    wk->frame = frame;
+    wk->epfd = wk->queue_efd = wk->wake_efd = wk->stop_efd = -1;
+    pthread_mutex_init(&wk->lock, NULL);
+    int rc = handler_open(&wk->h, cfg, counters, err, errlen);
+    if (rc)
+        goto fail;
+    wk->ws = waiters_new();
+    wk->epfd = epoll_create1(EPOLL_CLOEXEC);
+    wk->queue_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    wk->wake_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    wk->stop_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!wk->ws || wk->epfd < 0 || wk->queue_efd < 0 || wk->wake_efd < 0 || wk->stop_efd < 0) {
+        snprintf(err, errlen, "cannot set up the dispatcher: %s", strerror(errno));
+        rc = -EMFILE;
+        goto fail;
+    }
+    int *fds[] = {&wk->queue_efd, &wk->wake_efd, &wk->stop_efd};
+    for (size_t i = 0; i < 3; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = fds[i]};
+        epoll_ctl(wk->epfd, EPOLL_CTL_ADD, *fds[i], &ev);
+    }
+    wk->processed_head = msglog_head(wk->h.log);
+    buf_init(&wk->resp);
+    buf_init(&wk->body);
+    if ((rc = wake_watch_start(wk->h.wk, wk->wake_efd, cfg->data_version_ms)) ||
+        (rc = -pthread_create(&wk->thread, NULL, worker_main, wk))) {
+        snprintf(err, errlen, "cannot start the dispatcher: %s", strerror(-rc));
+        goto fail;
+    }
+    wk->started = 1;
+    *out = wk;
+    return 0;
+fail:
+    worker_stop(wk);
+    return rc;
+}
+
+void worker_stop(worker *wk) {
+    if (!wk)
+        return;
+    if (wk->started) {
+        worker_efd_kick(wk->stop_efd);
+        pthread_join(wk->thread, NULL);
+    }
+    /* Whatever is left (a write that never finished) is dropped. */
+    for (size_t i = 0; wk->ws && i < wk->nqueue; i++)
+        worker_drop(wk, wk->queue[i]);
+    handler_close(&wk->h); /* stops the wake watcher first */
+    waiters_free(wk->ws);
+    int fds[] = {wk->epfd, wk->queue_efd, wk->wake_efd, wk->stop_efd};
+    for (size_t i = 0; i < 4; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(wk->queue);
+    free(wk->batch);
+    buf_free(&wk->resp);
+    buf_free(&wk->body);
+    pthread_mutex_destroy(&wk->lock);
+    free(wk);
+}
