@@ -197,7 +197,7 @@ void jsonenc_base64(buf *b, const unsigned char *s, size_t n) {
 }
 
 /* The media type without parameters, lower-cased, into out. */
-static void json_media(const char *type, char *out, size_t cap) {
+static void jsonenc_media(const char *type, char *out, size_t cap) {
     size_t i = 0;
     while (type && type[i] && type[i] != ';' && type[i] != ' ' && i + 1 < cap) {
         char c = type[i];
@@ -208,16 +208,26 @@ static void json_media(const char *type, char *out, size_t cap) {
 
 int jsonenc_type_is_json(const char *type) {
     char m[128];
-    json_media(type, m, sizeof m);
+    jsonenc_media(type, m, sizeof m);
     size_t n = strlen(m);
     return !strcmp(m, "application/json") || (n > 5 && !strcmp(m + n - 5, "+json"));
 }
 
 int jsonenc_type_is_text(const char *type) {
+    static const char *const textual[] = {"application/x-www-form-urlencoded",
+                                          "application/xml", "application/javascript",
+                                          "application/ecmascript"};
     char m[128];
-    json_media(type, m, sizeof m);
-    return !strncmp(m, "text/", 5) || (type && strcasestr(type, "charset=utf-8") != NULL) ||
-           jsonenc_type_is_json(type);
+    jsonenc_media(type, m, sizeof m);
+    size_t n = strlen(m);
+    if (!strncmp(m, "text/", 5) || jsonenc_type_is_json(type) ||
+        (n > 4 && !strcmp(m + n - 4, "+xml")) ||
+        (type && strcasestr(type, "charset=utf-8") != NULL))
+        return 1;
+    for (size_t i = 0; i < sizeof textual / sizeof textual[0]; i++)
+        if (!strcmp(m, textual[i]))
+            return 1;
+    return 0;
 }
 
 int jsonenc_valid(const char *s, size_t n) {

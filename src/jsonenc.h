@@ -42,7 +42,8 @@ void jsonenc_base64(buf *b, const unsigned char *s, size_t n);
 
 /* 1 if the content type is JSON (application/json or +json, any params). */
 int jsonenc_type_is_json(const char *type);
-/* 1 if the content type is text (text/... or charset=utf-8). */
+/* 1 if the content type is textual: text/..., JSON, XML, form data, or any
+ * type with charset=utf-8. */
 int jsonenc_type_is_text(const char *type);
 
 /* 1 if s[0..n) parses as one JSON value (jansson). */
