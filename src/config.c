@@ -52,10 +52,13 @@ static int config_int(const char *v, int64_t lo, int64_t hi, int64_t *out) {
     if (errno || end == v)
         return -EINVAL;
     /* Size suffixes for byte counts: 64k, 1m. */
-    if (*end == 'k' || *end == 'K')
-        x *= 1024, end++;
-    else if (*end == 'm' || *end == 'M')
-        x *= 1024 * 1024, end++;
+    long long mul = *end == 'k' || *end == 'K' ? 1024 : *end == 'm' || *end == 'M' ? 1 << 20 : 1;
+    if (mul > 1) {
+        if (x > LLONG_MAX / mul || x < LLONG_MIN / mul)
+            return -EINVAL;
+        x *= mul;
+        end++;
+    }
     if (*end || x < lo || x > hi)
         return -EINVAL;
     *out = x;

@@ -4,6 +4,7 @@
 #include "handler.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -13,6 +14,11 @@
 #include "reply.h"
 
 #define HANDLER_DB_CHECK_MS 1000
+
+/* One writer per process at a time: threads of one worker queue here instead
+ * of in SQLite's busy handler, whose sleeps (1, 2, 5 ms...) would add
+ * latency to every contended publish.  Processes still contend in SQLite. */
+static pthread_mutex_t handler_write_lock = PTHREAD_MUTEX_INITIALIZER;
 
 request_limits handler_limits(const config *cfg) {
     return (request_limits){.max_channels = cfg->max_channels,
@@ -207,7 +213,10 @@ static handler_result handler_pub(handler *h, const request *r, const void *body
     msglog_entry e = {.channel = r->channel, .type = r->content_type, .body = body, .len = len,
                       .key = r->key, .idem = r->idem};
     msglog_ack ack;
-    if (msglog_append(h->log, &e, &ack)) {
+    pthread_mutex_lock(&handler_write_lock);
+    int rc = msglog_append(h->log, &e, &ack);
+    pthread_mutex_unlock(&handler_write_lock);
+    if (rc) {
         fprintf(stderr, "holdfast[%d]: publish to %s failed: %s\n", (int)getpid(), r->channel,
                 msglog_errmsg(h->log));
         reply_error(out, 503, cors, "unavailable", "the log could not take the message", 1);
