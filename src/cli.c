@@ -65,9 +65,11 @@ static int cli_usage_error(const char *what) {
     return 2;
 }
 
-/* Load settings, apply --db, open the log (creating it) and the wake file. */
+/* Load settings, apply --db, open the log and (with_wake) the wake file.
+ * Only publish creates a database: a mistyped --db for tail or stats must
+ * say so, not wait forever on a new empty file. */
 static int cli_open(cli_ctx *c, const char *cfgpath, const char *db, const char *argv0,
-                    int with_wake) {
+                    int with_wake, int create) {
     char err[1024];
     memset(c, 0, sizeof *c);
     if (config_load(&c->cfg, cfgpath, argv0, err, sizeof err))
@@ -77,7 +79,7 @@ static int cli_open(cli_ctx *c, const char *cfgpath, const char *db, const char 
     msglog_options o = {.path = c->cfg.db,
                         .durability = c->cfg.durability,
                         .busy_timeout_ms = c->cfg.busy_timeout_ms,
-                        .create = 1,
+                        .create = create,
                         .retention = config_retention_for,
                         .retention_ud = &c->cfg,
                         .prune_every = c->cfg.prune_every};
@@ -168,7 +170,7 @@ static int cli_publish(int argc, char **argv) {
     msglog_ack ack;
     if (e.type && jsonenc_type_is_json(e.type) && !jsonenc_valid(e.body, e.len))
         cli_error("the message is not valid JSON (type %s)", e.type);
-    else if (cli_open(&c, cfg, db, argv[0], 1) == 0) {
+    else if (cli_open(&c, cfg, db, argv[0], 1, 1) == 0) {
         if (msglog_append(c.log, &e, &ack))
             cli_error("%s", msglog_errmsg(c.log));
         else {
@@ -281,7 +283,7 @@ static int cli_tail(int argc, char **argv) {
         return 1;
     q.channels = chans;
     cli_ctx c;
-    if (cli_open(&c, cfg, db, argv[0], !once))
+    if (cli_open(&c, cfg, db, argv[0], !once, 0))
         return 1;
     char epoch[MSGLOG_EPOCH_LEN + 1];
     buf out;
@@ -317,7 +319,7 @@ static int cli_stats(int argc, char **argv) {
     cli_ctx c;
     msglog_stats st;
     int rc = cli_simple_opts(argc, argv, &db, &cfg);
-    if (rc || (rc = cli_open(&c, cfg, db, argv[0], 0)))
+    if (rc || (rc = cli_open(&c, cfg, db, argv[0], 0, 0)))
         return rc;
     if (msglog_stats_get(c.log, &st))
         rc = cli_error("%s", msglog_errmsg(c.log));
@@ -335,7 +337,7 @@ static int cli_prune(int argc, char **argv) {
     cli_ctx c;
     int64_t deleted = 0;
     int rc = cli_simple_opts(argc, argv, &db, &cfg);
-    if (rc || (rc = cli_open(&c, cfg, db, argv[0], 0)))
+    if (rc || (rc = cli_open(&c, cfg, db, argv[0], 0, 0)))
         return rc;
     if (msglog_prune(c.log, 0, &deleted))
         rc = cli_error("%s", msglog_errmsg(c.log));

@@ -65,18 +65,6 @@ static int config_int(const char *v, int64_t lo, int64_t hi, int64_t *out) {
     return 0;
 }
 
-static int config_access_parse(const char *v, config_access *out) {
-    if (!strcmp(v, "anyone"))
-        *out = POLICY_ANYONE;
-    else if (!strcmp(v, "key"))
-        *out = POLICY_KEY;
-    else if (!strcmp(v, "token"))
-        *out = POLICY_TOKEN;
-    else
-        return -EINVAL;
-    return 0;
-}
-
 /* Integer settings: key, field offset, width, range. */
 typedef struct {
     const char *key;
@@ -168,15 +156,21 @@ int config_set(config *c, const char *key, const char *v, char *err, size_t errl
 static int config_set_policy(config_policy *p, const char *key, const char *v, char *err,
                              size_t errlen) {
     int64_t x;
-    if (!strcmp(key, "publish") || !strcmp(key, "subscribe")) {
-        config_access a;
-        int pub = key[0] == 'p';
-        if (config_access_parse(v, &a) || (pub && a == POLICY_TOKEN) || (!pub && a == POLICY_KEY)) {
-            snprintf(err, errlen, "%s: '%s' must be 'anyone' or '%s'", key, v,
-                     pub ? "key" : "token");
+    if (!strcmp(key, "publish")) {
+        if (strcmp(v, "anyone") && strcmp(v, "key")) {
+            snprintf(err, errlen, "publish: '%s' must be 'anyone' or 'key'", v);
             return -EINVAL;
         }
-        *(pub ? &p->publish : &p->subscribe) = a;
+        p->publish = !strcmp(v, "key") ? POLICY_KEY : POLICY_ANYONE;
+        return 0;
+    }
+    if (!strcmp(key, "subscribe")) {
+        if (strcmp(v, "anyone")) {
+            snprintf(err, errlen, "subscribe: '%s' is not supported; this release has only "
+                                  "'anyone' (signed subscribe tokens come later)", v);
+            return -EINVAL;
+        }
+        p->subscribe = POLICY_ANYONE;
         return 0;
     }
     int count = !strcmp(key, "retain_messages");
@@ -224,8 +218,10 @@ static int config_open_section(config *c, char *line, char *err, size_t errlen) 
     config_policy *p = &c->policies[c->npolicies++];
     memset(p, 0, sizeof *p);
     snprintf(p->pattern, sizeof p->pattern, "%s", pat);
-    p->publish = c->npublish_keys ? POLICY_KEY : POLICY_ANYONE;
-    p->retention = c->retention;
+    p->publish = POLICY_INHERIT;
+    p->subscribe = POLICY_INHERIT;
+    p->retention.max_messages = -1;
+    p->retention.max_age_s = -1;
     return 0;
 }
 
@@ -361,12 +357,23 @@ int config_load(config *c, const char *path, const char *argv0, char *err, size_
 }
 
 config_policy config_policy_for(const config *c, const char *channel) {
-    config_policy p = {.publish = c->npublish_keys ? POLICY_KEY : POLICY_ANYONE,
-                       .subscribe = POLICY_ANYONE,
-                       .retention = c->retention};
-    for (int i = 0; i < c->npolicies; i++)
-        if (fnmatch(c->policies[i].pattern, channel, 0) == 0)
-            return c->policies[i];
+    config_policy p = {.publish = POLICY_INHERIT,
+                       .subscribe = POLICY_INHERIT,
+                       .retention = {-1, -1}};
+    for (int i = 0; i < c->npolicies; i++) {
+        if (fnmatch(c->policies[i].pattern, channel, 0) == 0) {
+            p = c->policies[i];
+            break;
+        }
+    }
+    if (p.publish == POLICY_INHERIT)
+        p.publish = c->npublish_keys ? POLICY_KEY : POLICY_ANYONE;
+    if (p.subscribe == POLICY_INHERIT)
+        p.subscribe = POLICY_ANYONE;
+    if (p.retention.max_messages < 0)
+        p.retention.max_messages = c->retention.max_messages;
+    if (p.retention.max_age_s < 0)
+        p.retention.max_age_s = c->retention.max_age_s;
     return p;
 }
 

@@ -15,13 +15,20 @@
 #define CONFIG_STR 512
 #define CONFIG_PATH 4096
 
-typedef enum { POLICY_ANYONE = 0, POLICY_KEY = 1, POLICY_TOKEN = 2 } config_access;
+typedef enum {
+    POLICY_INHERIT = -1, /* not set in the section: the global rule decides */
+    POLICY_ANYONE = 0,
+    POLICY_KEY = 1
+} config_access;
 
-/* Per-channel rule, chosen by the first pattern (fnmatch) that matches. */
+/* Per-channel rule, chosen by the first pattern (fnmatch) that matches.
+ * Fields a section leaves out (POLICY_INHERIT, retention -1) take the global
+ * value when config_policy_for() resolves them, so settings that arrive
+ * later (environment, flags) still apply. */
 typedef struct {
     char pattern[MSGLOG_CHANNEL_MAX + 1];
     config_access publish;   /* anyone or key */
-    config_access subscribe; /* anyone or token */
+    config_access subscribe; /* anyone (signed tokens: a later release) */
     msglog_retention retention;
 } config_policy;
 

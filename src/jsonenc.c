@@ -232,7 +232,9 @@ int jsonenc_type_is_text(const char *type) {
 
 int jsonenc_valid(const char *s, size_t n) {
     json_error_t e;
-    json_t *v = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+    /* Integers beyond 64 bits are valid JSON (ids often are): read them as
+     * reals instead of refusing the document. */
+    json_t *v = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &e);
     if (!v)
         return 0;
     json_decref(v);

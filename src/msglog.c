@@ -248,7 +248,8 @@ static int msglog_check_path(msglog *log, const msglog_options *opt) {
     } else if (errno != ENOENT) {
         return msglog_fail(log, -errno, "cannot open %s: %s", opt->path, strerror(errno));
     } else if (!opt->create || opt->readonly) {
-        return msglog_fail(log, -ENOENT, "no database at %s", opt->path);
+        return msglog_fail(log, -ENOENT, "no database at %s (publishing creates it)",
+                           opt->path);
     }
     if (stat(d, &st) != 0 || !S_ISDIR(st.st_mode))
         return msglog_fail(log, -ENOENT, "cannot open database %s: directory %s does not exist",
@@ -375,6 +376,22 @@ static int msglog_load_epoch(msglog *log) {
     return rc == SQLITE_OK ? 0 : msglog_sqlfail(log, rc, "reading the epoch");
 }
 
+/* Switch to WAL.  The switch takes an exclusive lock without consulting the
+ * busy handler, so processes opening a new file together (a pool starting
+ * on a fresh database) retry here for up to the busy timeout. */
+static int msglog_set_wal(msglog *log, const msglog_options *opt) {
+    int waited = 0, limit = opt->busy_timeout_ms > 0 ? opt->busy_timeout_ms
+                                                     : MSGLOG_DEFAULT_BUSY_MS;
+    for (;;) {
+        int rc = msglog_exec(log, "PRAGMA journal_mode=WAL");
+        if (rc != -EBUSY || waited >= limit)
+            return rc;
+        struct timespec ts = {0, 2 * 1000000L};
+        nanosleep(&ts, NULL);
+        waited += 2;
+    }
+}
+
 static int msglog_setup(msglog *log, const msglog_options *opt) {
     char sql[96];
     int64_t version = -1;
@@ -391,7 +408,7 @@ static int msglog_setup(msglog *log, const msglog_options *opt) {
         if (version == 0)
             return msglog_fail(log, -EINVAL, "%s is not a holdfast log", log->path);
     } else {
-        if ((rc = msglog_exec(log, "PRAGMA journal_mode=WAL")))
+        if ((rc = msglog_set_wal(log, opt)))
             return rc;
         snprintf(sql, sizeof sql, "PRAGMA synchronous=%s",
                  opt->durability == MSGLOG_DURABILITY_FULL ? "FULL" : "NORMAL");
@@ -957,7 +974,8 @@ int msglog_stats_get(msglog *log, msglog_stats *st) {
     st->head = msglog_head_locked(log);
     if (!(rc = msglog_pragma_int(log, "SELECT count(*) FROM message", &st->messages)) &&
         !(rc = msglog_pragma_int(log, "SELECT count(*) FROM channel", &st->channels)))
-        rc = msglog_pragma_int(log, "SELECT coalesce(sum(length(body)), 0) FROM message",
+        rc = msglog_pragma_int(log,
+                               "SELECT coalesce(sum(length(CAST(body AS BLOB))), 0) FROM message",
                                &st->bytes);
     msglog_rollback(log);
     return rc;

@@ -57,6 +57,7 @@ struct wake {
     _Atomic int stop;
     int fd;
     int interval_ms;
+    uint32_t watch_seen; /* the counter when the watcher was started */
 };
 
 int wake_open(wake **out, const char *db_path, char *err, size_t errlen) {
@@ -191,7 +192,7 @@ int wake_wait(wake *w, uint32_t seen, int timeout_ms) {
 
 static void *wake_watch_main(void *arg) {
     wake *w = arg;
-    uint32_t seen = wake_seq(w);
+    uint32_t seen = w->watch_seen;
     while (!atomic_load(&w->stop)) {
         int rc = wake_wait(w, seen, w->interval_ms);
         uint64_t one = 1;
@@ -211,6 +212,9 @@ int wake_watch_start(wake *w, int fd, int interval_ms) {
         return -EBUSY;
     w->fd = fd;
     w->interval_ms = interval_ms > 0 ? interval_ms : 1000;
+    /* Read now, not in the thread: a publish between this call's return and
+     * the thread's first read would otherwise go unnoticed. */
+    w->watch_seen = wake_seq(w);
     int rc = pthread_create(&w->watcher, NULL, wake_watch_main, w);
     if (rc)
         return -rc;

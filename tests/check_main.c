@@ -3,12 +3,11 @@
  * Tests run in fork mode (Check's default; CK_FORK=no overrides it for a
  * debugger), so a crash fails one test, not the run.  CK_RUN_SUITE and
  * CK_RUN_CASE select a subset; CK_VERBOSITY=verbose lists every test. */
-#include <config.h>
-
 #include <check.h>
 #include <stdlib.h>
 
 #include "check_suites.h"
+#include "testutil.h"
 
 int main(void)
 {
@@ -17,7 +16,12 @@ int main(void)
     srunner_add_suite(sr, wake_suite());
     srunner_add_suite(sr, jsonenc_suite());
     srunner_add_suite(sr, cli_suite());
+    srunner_add_suite(sr, msglog_procs_suite());
+    srunner_add_suite(sr, request_suite());
+    srunner_add_suite(sr, waiters_suite());
+    tu_session_begin();
     srunner_run_all(sr, CK_ENV);
+    tu_session_end();
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

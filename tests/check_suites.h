@@ -9,5 +9,8 @@ Suite *config_suite(void);
 Suite *wake_suite(void);
 Suite *jsonenc_suite(void);
 Suite *cli_suite(void);
+Suite *msglog_procs_suite(void);
+Suite *request_suite(void);
+Suite *waiters_suite(void);
 
 #endif

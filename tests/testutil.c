@@ -1,14 +1,12 @@
 /* testutil.c -- helpers shared by the Check suites (see testutil.h). */
-#include <config.h>
-
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +17,41 @@
 
 #include "testutil.h"
 
-/* ---- files ------------------------------------------------------------ */
+/* ---- what the teardown undoes ------------------------------------------ */
 
+#define TU_MAX_OWNED 256
 #define TU_MAX_DIRS 16
 
+static void *tu_owned[TU_MAX_OWNED];
+static int tu_nowned;
 static char *tu_dirs[TU_MAX_DIRS];
 static int tu_ndirs;
-static pid_t tu_dirs_owner;
+static char tu_root[4096]; /* the run's directory, made before tests fork */
 
-static void tu_cleanup_dirs(void)
+/* Take ownership of p until the teardown; returns p. */
+static void *tu_own(void *p)
 {
-    if (getpid() != tu_dirs_owner)
-        return; /* a forked helper must not remove its parent's files */
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_lt(tu_nowned, TU_MAX_OWNED);
+    tu_owned[tu_nowned++] = p;
+    return p;
+}
+
+static char *tu_sprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *tu_sprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+    va_start(ap, fmt);
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    ck_assert_int_ge(n, 0);
+    return tu_own(s);
+}
+
+static void tu_remove_dirs(void)
+{
     for (int i = 0; i < tu_ndirs; i++) {
         tu_rmrf(tu_dirs[i]);
         free(tu_dirs[i]);
@@ -38,21 +59,58 @@ static void tu_cleanup_dirs(void)
     tu_ndirs = 0;
 }
 
-char *tu_mkdtemp(void)
+void tu_session_begin(void)
 {
     const char *base = getenv("TMPDIR");
     if (!base || !*base)
         base = "/tmp";
-    char *tmpl = NULL;
-    ck_assert_int_ge(asprintf(&tmpl, "%s/holdfast-test-XXXXXX", base), 0);
-    ck_assert_msg(mkdtemp(tmpl) != NULL, "mkdtemp %s: %s", tmpl, strerror(errno));
-    if (tu_ndirs == 0) {
-        tu_dirs_owner = getpid();
-        atexit(tu_cleanup_dirs);
+    snprintf(tu_root, sizeof tu_root, "%s/holdfast-check-XXXXXX", base);
+    if (!mkdtemp(tu_root)) {
+        fprintf(stderr, "mkdtemp %s: %s\n", tu_root, strerror(errno));
+        tu_root[0] = '\0';
     }
+}
+
+void tu_session_end(void)
+{
+    if (tu_root[0])
+        tu_rmrf(tu_root);
+    tu_root[0] = '\0';
+}
+
+void tu_teardown(void)
+{
+    msglog_set_clock(NULL);
+    tu_remove_dirs();
+    for (int i = 0; i < tu_nowned; i++)
+        free(tu_owned[i]);
+    tu_nowned = 0;
+}
+
+TCase *tu_tcase(Suite *s, const char *name, double timeout_s)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_checked_fixture(tc, NULL, tu_teardown);
+    if (timeout_s > 0)
+        tcase_set_timeout(tc, timeout_s);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+/* ---- files ------------------------------------------------------------ */
+
+const char *tu_mkdtemp(void)
+{
+    const char *base = tu_root[0] ? tu_root : getenv("TMPDIR");
+    char tmpl[sizeof tu_root + 32];
+    if (!base || !*base)
+        base = "/tmp";
+    snprintf(tmpl, sizeof tmpl, "%s/holdfast-test-XXXXXX", base);
+    ck_assert_msg(mkdtemp(tmpl) != NULL, "mkdtemp %s: %s", tmpl, strerror(errno));
     ck_assert_int_lt(tu_ndirs, TU_MAX_DIRS);
-    tu_dirs[tu_ndirs++] = strdup(tmpl);
-    return tmpl;
+    tu_dirs[tu_ndirs] = strdup(tmpl);
+    ck_assert_ptr_nonnull(tu_dirs[tu_ndirs]);
+    return tu_dirs[tu_ndirs++];
 }
 
 static int tu_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -69,11 +127,9 @@ void tu_rmrf(const char *path)
     nftw(path, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-char *tu_path(const char *dir, const char *name)
+const char *tu_path(const char *dir, const char *name)
 {
-    char *p = NULL;
-    ck_assert_int_ge(asprintf(&p, "%s/%s", dir, name), 0);
-    return p;
+    return tu_sprintf("%s/%s", dir, name);
 }
 
 void tu_write_file(const char *path, const void *data, size_t n)
@@ -84,20 +140,24 @@ void tu_write_file(const char *path, const void *data, size_t n)
     ck_assert_int_eq(fclose(f), 0);
 }
 
-char *tu_read_file(const char *path, size_t *n)
+const char *tu_read_file(const char *path, size_t *n)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
-    size_t cap = 4096, len = 0;
+    size_t cap = 4096, len = 0, got;
     char *p = malloc(cap + 1);
-    size_t got;
-    while ((got = fread(p + len, 1, cap - len, f)) > 0) {
+    while (p && (got = fread(p + len, 1, cap - len, f)) > 0) {
         len += got;
-        if (len == cap)
-            p = realloc(p, (cap *= 2) + 1);
+        if (len == cap) {
+            char *q = realloc(p, (cap *= 2) + 1);
+            if (!q)
+                free(p);
+            p = q;
+        }
     }
     fclose(f);
+    tu_own(p);
     p[len] = '\0';
     *n = len;
     return p;
@@ -113,17 +173,16 @@ int tu_exists(const char *path)
 
 msglog *tu_open_log_ret(const char *dir, msglog_retention_fn fn, void *ud)
 {
-    char *path = tu_path(dir, "test.db");
     msglog_options opt = {0};
-    opt.path = path;
+    opt.path = tu_path(dir, "test.db");
     opt.create = 1;
     opt.retention = fn;
     opt.retention_ud = ud;
-    char err[256] = "";
+    opt.prune_every = -1; /* tests prune explicitly */
+    char err[512] = "";
     msglog *lg = NULL;
     int rc = msglog_open(&lg, &opt, err, sizeof err);
-    ck_assert_msg(rc == 0 && lg != NULL, "msglog_open %s: rc=%d %s", path, rc, err);
-    free(path);
+    ck_assert_msg(rc == 0 && lg != NULL, "msglog_open %s: rc=%d %s", opt.path, rc, err);
     return lg;
 }
 
@@ -189,25 +248,20 @@ int tu_sql_exec(const char *dbpath, const char *sql, char *err, size_t errlen)
 
 static int64_t tu_fake_ms;
 
-int64_t tu_clock_now(void)
+static int64_t tu_clock_now(void)
 {
     return tu_fake_ms;
-}
-
-void tu_clock_set(int64_t ms)
-{
-    tu_fake_ms = ms;
-}
-
-void tu_clock_advance(int64_t ms)
-{
-    tu_fake_ms += ms;
 }
 
 void tu_clock_install(int64_t start_ms)
 {
     tu_fake_ms = start_ms;
     msglog_set_clock(tu_clock_now);
+}
+
+void tu_clock_advance(int64_t ms)
+{
+    tu_fake_ms += ms;
 }
 
 int64_t tu_mono_ms(void)
@@ -224,24 +278,25 @@ const char *tu_holdfast_bin(void)
     const char *bin = getenv("HOLDFAST_BIN");
     if (!bin || !*bin)
         bin = "./holdfast";
-    ck_assert_msg(access(bin, X_OK) == 0, "holdfast binary not executable at %s "
-                  "(set HOLDFAST_BIN)", bin);
+    ck_assert_msg(access(bin, X_OK) == 0,
+                  "holdfast binary not executable at %s (set HOLDFAST_BIN)", bin);
     return bin;
 }
 
+/* argv for execv: the binary, then args; test-owned. */
 static char **tu_argv(const char *const *args)
 {
     size_t n = 0;
     while (args[n])
         n++;
-    char **argv = calloc(n + 2, sizeof *argv);
+    char **argv = tu_own(calloc(n + 2, sizeof *argv));
     argv[0] = (char *)tu_holdfast_bin();
     for (size_t i = 0; i < n; i++)
         argv[i + 1] = (char *)args[i];
     return argv;
 }
 
-/* In the child: move fd onto target (closing the original). */
+/* In a child before exec: move fd onto target. */
 static void tu_child_dup(int fd, int target)
 {
     if (fd != target) {
@@ -250,27 +305,66 @@ static void tu_child_dup(int fd, int target)
     }
 }
 
-static void tu_append_bytes(char **p, size_t *len, const char *data, size_t n)
-{
-    *p = realloc(*p, *len + n + 1);
-    memcpy(*p + *len, data, n);
-    *len += n;
-    (*p)[*len] = '\0';
-}
+typedef struct {
+    char *p;
+    size_t len;
+} tu_bytes;
 
-/* Drain fd into (*p, *len); returns 0 at EOF, 1 if it may have more. */
-static int tu_drain(int fd, char **p, size_t *len)
+/* Read what fd has; returns 0 at EOF or error, 1 if more may come. */
+static int tu_drain(int fd, tu_bytes *b)
 {
     char tmp[4096];
     for (;;) {
         ssize_t got = read(fd, tmp, sizeof tmp);
-        if (got > 0)
-            tu_append_bytes(p, len, tmp, (size_t)got);
-        else if (got == 0)
+        if (got == 0)
             return 0;
-        else
-            return errno == EINTR ? 1 : (errno == EAGAIN ? 1 : 0);
+        if (got < 0)
+            return errno == EAGAIN || errno == EINTR;
+        char *p = realloc(b->p, b->len + (size_t)got + 1);
+        ck_assert_ptr_nonnull(p);
+        memcpy(p + b->len, tmp, (size_t)got);
+        b->p = p;
+        b->len += (size_t)got;
+        b->p[b->len] = '\0';
     }
+}
+
+/* Feed stdin and collect stdout/stderr until both close or the deadline. */
+static void tu_pump(pid_t pid, int in_fd, int out_fd, int err_fd, const void *data, size_t len,
+                    tu_bytes *out, tu_bytes *err)
+{
+    size_t sent = 0;
+    int out_open = 1, err_open = 1;
+    int64_t deadline = tu_mono_ms() + 20000;
+    if (len == 0) {
+        close(in_fd);
+        in_fd = -1;
+    }
+    while (out_open || err_open) {
+        struct pollfd pf[3] = {{out_open ? out_fd : -1, POLLIN, 0},
+                               {err_open ? err_fd : -1, POLLIN, 0},
+                               {in_fd, POLLOUT, 0}};
+        int left = (int)(deadline - tu_mono_ms());
+        if (left <= 0 || poll(pf, 3, left) == 0) {
+            kill(pid, SIGKILL);
+            break;
+        }
+        if (pf[0].revents)
+            out_open = tu_drain(out_fd, out);
+        if (pf[1].revents)
+            err_open = tu_drain(err_fd, err);
+        if (in_fd >= 0 && pf[2].revents) {
+            ssize_t w = write(in_fd, (const char *)data + sent, len - sent);
+            if (w > 0)
+                sent += (size_t)w;
+            if ((w < 0 && errno != EAGAIN && errno != EINTR) || sent == len) {
+                close(in_fd);
+                in_fd = -1;
+            }
+        }
+    }
+    if (in_fd >= 0)
+        close(in_fd);
 }
 
 void tu_run(tu_run_result *r, const void *stdin_data, size_t stdin_len,
@@ -291,62 +385,24 @@ void tu_run(tu_run_result *r, const void *stdin_data, size_t stdin_len,
         execv(argv[0], argv);
         _exit(127);
     }
-    free(argv);
     close(in[0]);
     close(out[1]);
     close(err[1]);
-    memset(r, 0, sizeof *r);
-    r->out = calloc(1, 1);
-    r->err = calloc(1, 1);
     fcntl(in[1], F_SETFL, O_NONBLOCK);
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(err[0], F_SETFL, O_NONBLOCK);
-    size_t sent = 0;
-    int in_fd = in[1], out_open = 1, err_open = 1;
-    if (!stdin_data || stdin_len == 0) {
-        close(in_fd);
-        in_fd = -1;
-    }
-    int64_t deadline = tu_mono_ms() + 20000;
-    while (out_open || err_open) {
-        struct pollfd pf[3] = {{out_open ? out[0] : -1, POLLIN, 0},
-                               {err_open ? err[0] : -1, POLLIN, 0},
-                               {in_fd, POLLOUT, 0}};
-        int left = (int)(deadline - tu_mono_ms());
-        if (left <= 0 || poll(pf, 3, left) == 0) {
-            kill(pid, SIGKILL);
-            break;
-        }
-        if (pf[0].revents)
-            out_open = tu_drain(out[0], &r->out, &r->outlen);
-        if (pf[1].revents)
-            err_open = tu_drain(err[0], &r->err, &r->errlen);
-        if (in_fd >= 0 && pf[2].revents) {
-            ssize_t w = write(in_fd, (const char *)stdin_data + sent, stdin_len - sent);
-            if (w > 0)
-                sent += (size_t)w;
-            if (w < 0 && errno != EAGAIN && errno != EINTR)
-                sent = stdin_len;
-            if (sent == stdin_len) {
-                close(in_fd);
-                in_fd = -1;
-            }
-        }
-    }
-    if (in_fd >= 0)
-        close(in_fd);
+    tu_bytes o = {calloc(1, 1), 0}, e = {calloc(1, 1), 0}; /* owned once complete */
+    tu_pump(pid, in[1], out[0], err[0], stdin_data, stdin_data ? stdin_len : 0, &o, &e);
     close(out[0]);
     close(err[0]);
     int st = 0;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-void tu_run_free(tu_run_result *r)
-{
-    free(r->out);
-    free(r->err);
     memset(r, 0, sizeof *r);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r->out = tu_own(o.p);
+    r->outlen = o.len;
+    r->err = tu_own(e.p);
+    r->errlen = e.len;
 }
 
 pid_t tu_spawn(const char *const *args, int *out_fd)
@@ -357,13 +413,11 @@ pid_t tu_spawn(const char *const *args, int *out_fd)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
-        tu_child_dup(devnull, 0);
+        tu_child_dup(open("/dev/null", O_RDONLY), 0);
         tu_child_dup(out[1], 1);
         execv(argv[0], argv);
         _exit(127);
     }
-    free(argv);
     close(out[1]);
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     *out_fd = out[0];
@@ -374,7 +428,8 @@ void tu_stop(pid_t pid)
 {
     int st;
     kill(pid, SIGTERM);
-    for (int i = 0; i < 200; i++) {
+    int64_t deadline = tu_mono_ms() + 2000;
+    while (tu_mono_ms() < deadline) {
         if (waitpid(pid, &st, WNOHANG) == pid)
             return;
         struct timespec ts = {0, 10 * 1000 * 1000};
@@ -387,8 +442,8 @@ void tu_stop(pid_t pid)
 void tu_lines_init(tu_lines *lr, int fd)
 {
     lr->fd = fd;
-    lr->len = 0;
     lr->eof = 0;
+    lr->len = 0;
 }
 
 long tu_lines_next(tu_lines *lr, char *line, size_t cap, int timeout_ms)
@@ -419,77 +474,7 @@ long tu_lines_next(tu_lines *lr, char *line, size_t cap, int timeout_ms)
     }
 }
 
-/* ---- JSON reading ------------------------------------------------------ */
-
-tu_json *tu_json_parse(const char *s, size_t n)
-{
-    json_error_t e;
-    return (tu_json *)json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
-}
-
-void tu_json_free(tu_json *v)
-{
-    json_decref((json_t *)v);
-}
-
-tu_json *tu_json_get(const tu_json *v, const char *key)
-{
-    return (tu_json *)json_object_get((const json_t *)v, key);
-}
-
-int tu_json_kind(const tu_json *v)
-{
-    const json_t *j = (const json_t *)v;
-    if (!j)
-        return 0;
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return 'o';
-    case JSON_ARRAY: return 'a';
-    case JSON_STRING: return 's';
-    case JSON_INTEGER: return 'i';
-    case JSON_REAL: return 'r';
-    case JSON_TRUE: return 't';
-    case JSON_FALSE: return 'f';
-    case JSON_NULL: return 'n';
-    }
-    return 0;
-}
-
-const char *tu_json_str(const tu_json *v, size_t *len)
-{
-    const json_t *j = (const json_t *)v;
-    if (!json_is_string(j))
-        return NULL;
-    if (len)
-        *len = json_string_length(j);
-    return json_string_value(j);
-}
-
-long long tu_json_int(const tu_json *v)
-{
-    return (long long)json_integer_value((const json_t *)v);
-}
-
-size_t tu_json_size(const tu_json *v)
-{
-    const json_t *j = (const json_t *)v;
-    return json_is_array(j) ? json_array_size(j) : json_object_size(j);
-}
-
-tu_json *tu_json_at(const tu_json *v, size_t i)
-{
-    return (tu_json *)json_array_get((const json_t *)v, i);
-}
-
-int tu_json_equals_text(const tu_json *v, const char *text)
-{
-    json_error_t e;
-    json_t *want = json_loads(text, JSON_DECODE_ANY, &e);
-    ck_assert_msg(want != NULL, "bad expected JSON in test: %s", text);
-    int eq = json_equal((json_t *)v, want);
-    json_decref(want);
-    return eq;
-}
+/* ---- base64 ---------------------------------------------------------------- */
 
 static int tu_b64_value(char c)
 {
@@ -499,23 +484,23 @@ static int tu_b64_value(char c)
     return p ? (int)(p - alphabet) : -1;
 }
 
-unsigned char *tu_base64_decode(const char *s, size_t len, size_t *n)
+const unsigned char *tu_base64_decode(const char *s, size_t len, size_t *n)
 {
     if (len % 4 != 0)
         return NULL;
-    unsigned char *out = malloc(len / 4 * 3 + 1);
+    unsigned char *out = tu_own(malloc(len / 4 * 3 + 1));
     size_t o = 0;
     for (size_t i = 0; i < len; i += 4) {
-        int pad = (s[i + 2] == '=') + (s[i + 3] == '=');
-        int v[4];
-        for (int k = 0; k < 4; k++)
-            v[k] = (k >= 4 - pad) ? 0 : tu_b64_value(s[i + k]);
-        if (v[0] < 0 || v[1] < 0 || v[2] < 0 || v[3] < 0 || (pad && i + 4 != len)
-            || (pad == 1 && s[i + 2] == '=')) {
-            free(out);
+        int pad = (s[i + 3] == '=') + (s[i + 3] == '=' && s[i + 2] == '=');
+        if (pad && i + 4 != len)
             return NULL;
+        uint32_t bits = 0;
+        for (int k = 0; k < 4; k++) {
+            int v = k >= 4 - pad ? 0 : tu_b64_value(s[i + k]);
+            if (v < 0)
+                return NULL;
+            bits = bits << 6 | (uint32_t)v;
         }
-        uint32_t bits = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         out[o++] = (unsigned char)(bits >> 16);
         if (pad < 2)
             out[o++] = (unsigned char)(bits >> 8);
