@@ -12,5 +12,7 @@ Suite *cli_suite(void);
 Suite *msglog_procs_suite(void);
 Suite *request_suite(void);
 Suite *waiters_suite(void);
+Suite *fcgiclient_suite(void);
+Suite *lpload_suite(void);
 
 #endif

@@ -305,20 +305,21 @@ static int params_add_uri(fcgi_params *p, const char *uri, const char *script)
     if (!path)
         return -ENOMEM;
     size_t rlen = strlen(script) + strlen(uri) + 1;
-    char *ruri = malloc(rlen);
-    if (!ruri) {
-        free(path);
-        return -ENOMEM;
+    char *ruri = malloc(rlen), *duri = malloc(rlen);
+    int rc = ruri && duri ? 0 : -ENOMEM;
+    if (rc == 0) {
+        snprintf(ruri, rlen, "%s%s", script, uri);
+        snprintf(duri, rlen, "%s%s", script, path);
+        rc = params_default_s(p, "PATH_INFO", path);
     }
-    snprintf(ruri, rlen, "%s%s", script, uri);
-    int rc = params_default_s(p, "PATH_INFO", path);
     rc = rc ? rc : params_default_s(p, "QUERY_STRING", q ? q + 1 : "");
     rc = rc ? rc : params_default_s(p, "REQUEST_URI", ruri);
+    rc = rc ? rc : params_default_s(p, "DOCUMENT_URI", duri);
     rc = rc ? rc : params_default_s(p, "SCRIPT_NAME", script);
     rc = rc ? rc : params_default_s(p, "SCRIPT_FILENAME", "/hf-fcgi/holdfast.fcgi");
-    rc = rc ? rc : params_default_s(p, "DOCUMENT_URI", ruri);
     free(path);
     free(ruri);
+    free(duri);
     return rc;
 }
 
@@ -541,6 +542,14 @@ int fcgi_conn_start(fcgi_conn **out, const char *addr, const fcgi_params *params
     }
     *out = c;
     return 0;
+}
+
+fcgi_conn *fcgi_conn_detached(void)
+{
+    fcgi_conn *c = calloc(1, sizeof *c);
+    if (c)
+        c->fd = -1;
+    return c;
 }
 
 int fcgi_conn_fd(const fcgi_conn *c)

@@ -80,9 +80,10 @@ const char *fcgi_params_find(const fcgi_params *p, const char *name, size_t *vle
 
 /* Add the CGI variables a web server sends for rq: GATEWAY_INTERFACE,
  * SERVER_PROTOCOL, SERVER_SOFTWARE, SERVER_NAME, SERVER_ADDR, SERVER_PORT,
- * REMOTE_ADDR, REMOTE_PORT, REQUEST_METHOD, REQUEST_URI, SCRIPT_NAME,
- * SCRIPT_FILENAME, PATH_INFO (percent-decoded, as nginx and lighttpd pass
- * it), QUERY_STRING (raw, "" if none), CONTENT_LENGTH (if rq->has_body),
+ * REMOTE_ADDR, REMOTE_PORT, HTTP_HOST, REQUEST_METHOD, REQUEST_URI (raw),
+ * DOCUMENT_URI, SCRIPT_NAME, SCRIPT_FILENAME, PATH_INFO (percent-decoded, as
+ * nginx and lighttpd pass it), QUERY_STRING (raw, "" if none),
+ * CONTENT_LENGTH (if rq->has_body),
  * CONTENT_TYPE (from a "Content-Type:" header) and HTTP_<NAME> for every
  * other header (upper case, '-' -> '_'; a "Content-Length:" header is
  * dropped, the length comes from body_len).  A variable that p already
@@ -111,6 +112,11 @@ int fcgi_addr_is_local(const struct sockaddr_storage *ss);
  * backlog, -EINVAL for a bad address, -ENOMEM). */
 int fcgi_conn_start(fcgi_conn **out, const char *addr, const fcgi_params *params,
                     const void *body, size_t body_len);
+
+/* A connection object with no socket (fd -1, nothing to write), to replay
+ * recorded answer bytes through fcgi_conn_feed(): for parser tests.
+ * Returns NULL when out of memory; free with fcgi_conn_free(). */
+fcgi_conn *fcgi_conn_detached(void);
 
 /* The connection's socket, for the caller's poll/epoll set. */
 int fcgi_conn_fd(const fcgi_conn *c);

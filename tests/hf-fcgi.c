@@ -8,6 +8,14 @@
  * status code on the first line, the CGI headers (Status: left out), a
  * blank line and the body; STDERR records go to our stderr.
  *
+ * Options: --header 'Name: value' (repeatable; Content-Type becomes
+ * CONTENT_TYPE, others HTTP_*), --data BODY or --data-file FILE|- (POST
+ * unless --method), --param NAME=VALUE (set or override any CGI variable,
+ * e.g. --param CONTENT_LENGTH= to mimic nginx on a GET), --script-name
+ * /mount, --timeout SEC (whole exchange, 0 = none, default 30),
+ * --body-only, --status-only, and --hold-and-close SEC: send the request,
+ * read nothing, close after SEC seconds (a client that leaves while parked).
+ *
  * Exit status: 0 an answer arrived (whatever its HTTP status), 1 usage or
  * local error, 2 connection error (refused, reset, closed before
  * END_REQUEST), 3 timeout, 4 malformed FastCGI answer.
@@ -57,6 +65,7 @@ static void usage(FILE *f)
           "               [--body-only | --status-only] [--hold-and-close SEC]\n"
           "               ADDR PATH[?QUERY]\n"
           "ADDR: unix:/path, /path, 127.0.0.1:port\n"
+          "--timeout: whole exchange, fractions allowed, 0 = none (default 30)\n"
           "exit: 0 answer, 1 usage/local error, 2 connection error, 3 timeout,\n"
           "      4 malformed FastCGI answer\n",
           f);
@@ -123,38 +132,40 @@ static int opts_parse(options *o, int argc, char **argv)
     static const char *const with_value[] = {
         "--timeout", "--hold-and-close", "--header", "-H", "--param", "--data", "-d",
         "--data-file", "--method", "-X", "--script-name"};
+    const char *pos[2];
+    int npos = 0, only_pos = 0;
     memset(o, 0, sizeof *o);
     o->timeout_s = 30;
     o->hold_s = -1;
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
+    for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--") == 0) {
-            i++;
-            break;
-        }
-        if (strcmp(a, "--body-only") == 0 || strcmp(a, "--status-only") == 0) {
+        if (only_pos || a[0] != '-' || !a[1]) {
+            if (npos == 2)
+                return -1;
+            pos[npos++] = a;
+        } else if (strcmp(a, "--") == 0) {
+            only_pos = 1;
+        } else if (strcmp(a, "--body-only") == 0 || strcmp(a, "--status-only") == 0) {
             o->output = a[2] == 'b' ? OUT_BODY : OUT_STATUS;
-            continue;
-        }
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             exit(0);
-        }
-        size_t k = 0, nk = sizeof with_value / sizeof with_value[0];
-        while (k < nk && strcmp(a, with_value[k]) != 0)
-            k++;
-        const char *v = k < nk ? opt_value(argc, argv, &i) : NULL;
-        if (!v || opt_apply(o, a, v)) {
-            if (v || k == nk)
-                fprintf(stderr, "hf-fcgi: bad option or value: %s\n", a);
-            return -1;
+        } else {
+            size_t k = 0, nk = sizeof with_value / sizeof with_value[0];
+            while (k < nk && strcmp(a, with_value[k]) != 0)
+                k++;
+            const char *v = k < nk ? opt_value(argc, argv, &i) : NULL;
+            if (!v || opt_apply(o, a, v)) {
+                if (v || k == nk)
+                    fprintf(stderr, "hf-fcgi: bad option or value: %s\n", a);
+                return -1;
+            }
         }
     }
-    if (argc - i != 2 || (o->data && o->data_file))
+    if (npos != 2 || (o->data && o->data_file))
         return -1;
-    o->addr = argv[i];
-    o->uri = argv[i + 1];
+    o->addr = pos[0];
+    o->uri = pos[1];
     return 0;
 }
 
@@ -237,6 +248,12 @@ static void answer_print(const fcgi_conn *c, int output)
     fwrite(body, 1, blen, stdout);
 }
 
+/* The --timeout in milliseconds for fcgiclient (-1 = no limit). */
+static int timeout_ms(const options *o)
+{
+    return o->timeout_s > 0 ? (int)(o->timeout_s * 1000) : -1;
+}
+
 static int exit_for_error(int rc)
 {
     if (rc == -ETIMEDOUT)
@@ -253,10 +270,9 @@ static int exit_for_error(int rc)
 static int request_hold(const options *o, const fcgi_params *p, const char *body, size_t blen)
 {
     fcgi_conn *c = NULL;
-    int ms = (int)(o->timeout_s * 1000);
     int rc = fcgi_conn_start(&c, o->addr, p, body, blen);
     if (rc == 0)
-        rc = fcgi_conn_send_wait(c, ms);
+        rc = fcgi_conn_send_wait(c, timeout_ms(o));
     if (rc) {
         fprintf(stderr, "hf-fcgi: %s: %s\n", o->addr, strerror(-rc));
         fcgi_conn_free(c);
@@ -273,7 +289,7 @@ static int request_hold(const options *o, const fcgi_params *p, const char *body
 static int request_run(const options *o, const fcgi_params *p, const char *body, size_t blen)
 {
     fcgi_conn *c = NULL;
-    int rc = fcgi_call(&c, o->addr, p, body, blen, (int)(o->timeout_s * 1000));
+    int rc = fcgi_call(&c, o->addr, p, body, blen, timeout_ms(o));
     if (rc == 0) {
         answer_print(c, o->output);
         if (fcgi_conn_status(c) == 0)

@@ -1,0 +1,69 @@
+/* lphttp.h -- an incremental HTTP/1.x response parser for the load tool:
+ * status line, Content-Length / chunked / until-close bodies, keep-alive.
+ *
+ * Lifecycle, per connection:
+ *   lphttp_resp_init(&r)
+ *   per response: lphttp_resp_feed(&r, bytes, n, &used) until DONE or ERROR
+ *                 (lphttp_resp_eof(&r) when the peer closed), read the
+ *                 fields, then lphttp_resp_reset(&r) before the next one
+ *   lphttp_resp_free(&r)
+ *
+ * Pure: no I/O, no clock.  The caller does not pipeline, so bytes after a
+ * complete response are not consumed (used < n) and are the caller's error.
+ */
+#ifndef HOLDFAST_LPHTTP_H
+#define HOLDFAST_LPHTTP_H
+
+#include <stddef.h>
+
+#define LPHTTP_HEAD_MAX (32 * 1024)
+#define LPHTTP_BODY_MAX (64u * 1024u * 1024u)
+/* reset() frees buffers larger than this, so idle connections stay small */
+#define LPHTTP_KEEP_MAX (16 * 1024)
+
+typedef enum { LPHTTP_MORE = 0, LPHTTP_DONE = 1, LPHTTP_ERROR = -1 } lphttp_result;
+
+typedef struct {
+    /* the answer, valid after DONE */
+    int status;
+    int keep_alive;     /* 1 if the connection may carry another request */
+    int chunked;        /* the body came with Transfer-Encoding: chunked */
+    int retry_after;    /* seconds from Retry-After, -1 if absent */
+    char *body;         /* decoded body, NUL-terminated (NULL if empty) */
+    size_t body_len;
+    const char *error;  /* why the parse failed, for a log line */
+
+    /* parser state */
+    int state;
+    char *head;
+    size_t head_len, head_cap;
+    size_t body_cap;
+    size_t remaining;   /* Content-Length or chunk bytes still to come */
+    char line[40];      /* chunk-size or trailer line being read */
+    size_t line_len;
+} lphttp_resp;
+
+/* Zero the parser; no allocation. */
+void lphttp_resp_init(lphttp_resp *r);
+
+/* Forget the last response so the connection can carry the next one; keeps
+ * buffers up to LPHTTP_KEEP_MAX bytes, frees larger ones. */
+void lphttp_resp_reset(lphttp_resp *r);
+
+/* Free the buffers; the parser may be initialised again. */
+void lphttp_resp_free(lphttp_resp *r);
+
+/* 1 if no byte of a response has been fed since init/reset. */
+int lphttp_resp_empty(const lphttp_resp *r);
+
+/* Feed n bytes; *used tells how many were consumed (all of them unless the
+ * response completed earlier in the buffer).  Returns LPHTTP_DONE when the
+ * response is complete, LPHTTP_MORE, or LPHTTP_ERROR (r->error says why:
+ * malformed status line or chunk, head or body too large, out of memory). */
+lphttp_result lphttp_resp_feed(lphttp_resp *r, const char *buf, size_t n, size_t *used);
+
+/* The peer closed the connection: DONE if the body was delimited by the
+ * close (then keep_alive = 0), else ERROR. */
+lphttp_result lphttp_resp_eof(lphttp_resp *r);
+
+#endif
