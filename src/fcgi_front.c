@@ -27,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -219,18 +221,41 @@ static void fcgi_front_serve(fcgi_front_thread *t, int fd) {
     close(fd);
 }
 
+/* Wait for a connection or the stop signal.  Each thread has its own epoll
+ * set with the listen socket added EPOLLEXCLUSIVE, so a new connection
+ * wakes one thread, not all of them (poll() would wake every thread of
+ * every process on the socket).  Returns 1 when a connection may be
+ * waiting, 0 to stop. */
+static int fcgi_front_wait(int ep) {
+    struct epoll_event ev[2];
+    for (;;) {
+        int n = epoll_wait(ep, ev, 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return 0;
+        for (int i = 0; i < n; i++)
+            if (ev[i].data.u32 == 1)
+                return 0;
+        return 1;
+    }
+}
+
 static void *fcgi_front_thread_main(void *arg) {
     fcgi_front_thread *t = arg;
     fcgi_front *f = t->f;
     struct timeval tv = {FCGI_FRONT_IO_TIMEOUT_S, 0};
-    for (;;) {
-        struct pollfd p[2] = {{f->listen_fd, POLLIN, 0}, {f->stop_fd, POLLIN, 0}};
-        if (poll(p, 2, -1) < 0 && errno != EINTR)
-            break;
-        if (p[1].revents)
-            break;
-        if (!(p[0].revents & POLLIN))
-            continue;
+    struct epoll_event lev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0};
+    struct epoll_event sev = {.events = EPOLLIN, .data.u32 = 1};
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, f->listen_fd, &lev) != 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, f->stop_fd, &sev) != 0) {
+        perror("holdfast: epoll");
+        if (ep >= 0)
+            close(ep);
+        return NULL;
+    }
+    while (fcgi_front_wait(ep)) {
         int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
@@ -241,10 +266,13 @@ static void *fcgi_front_thread_main(void *arg) {
             close(fd);
             continue;
         }
+        /* A web server that stalls mid-request holds a thread at most this
+         * long (unix sockets do not inherit these from the listener). */
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         fcgi_front_serve(t, fd);
     }
+    close(ep);
     return NULL;
 }
 
@@ -285,6 +313,15 @@ static int fcgi_front_start_threads(fcgi_front *f, fcgi_front_thread *ts, pthrea
     return started;
 }
 
+/* Every parked subscriber holds a descriptor: use all the process may have. */
+static void fcgi_front_raise_nofile(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int fcgi_front_run(const config *cfg, int listen_fd) {
     static handler_counters counters;
     char err[1024];
@@ -293,6 +330,7 @@ int fcgi_front_run(const config *cfg, int listen_fd) {
     f.stop_fd = fcgi_front_stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (f.stop_fd < 0)
         return 1;
+    fcgi_front_raise_nofile();
     fcgi_front_signals(); /* before FCGX_Init, which keeps handlers it finds */
     FCGX_Init();
     fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -291,7 +292,8 @@ static void worker_process_changes(worker *wk) {
 static void worker_register(worker *wk, waiter *w) {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = w};
     w->seq = ++wk->seq;
-    fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+    int on = 1;
+    ioctl(w->fd, FIONBIO, &on); /* one call instead of F_GETFL + F_SETFL */
     if (epoll_ctl(wk->epfd, EPOLL_CTL_ADD, w->fd, &ev) != 0 || waiters_add(wk->ws, w) != 0) {
         buf_reset(&wk->resp);
         reply_error(&wk->resp, 503, w->cors, "unavailable", "out of memory", 1);
