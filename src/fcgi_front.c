@@ -322,10 +322,23 @@ static void fcgi_front_raise_nofile(void) {
     }
 }
 
+/* This process's counters: its slot in the wake file when one is free (so
+ * every worker's /stats can see them), else private ones. */
+static handler_counters *fcgi_front_counters(const config *cfg, wake **wk, wake_slot **slot) {
+    static handler_counters private_counters;
+    char err[512];
+    *slot = NULL;
+    if (wake_open(wk, cfg->db, err, sizeof err) == 0)
+        *slot = wake_slot_claim(*wk);
+    return *slot ? handler_counters_of(*slot) : &private_counters;
+}
+
 int fcgi_front_run(const config *cfg, int listen_fd) {
-    static handler_counters counters;
     char err[1024];
-    fcgi_front f = {.cfg = cfg, .listen_fd = listen_fd, .counters = &counters,
+    wake *slot_wake = NULL;
+    wake_slot *slot;
+    handler_counters *counters = fcgi_front_counters(cfg, &slot_wake, &slot);
+    fcgi_front f = {.cfg = cfg, .listen_fd = listen_fd, .counters = counters,
                     .web_addrs = getenv("FCGI_WEB_SERVER_ADDRS")};
     f.stop_fd = fcgi_front_stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (f.stop_fd < 0)
@@ -334,8 +347,10 @@ int fcgi_front_run(const config *cfg, int listen_fd) {
     fcgi_front_signals(); /* before FCGX_Init, which keeps handlers it finds */
     FCGX_Init();
     fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
-    if (worker_start(&f.wk, cfg, &counters, fcgi_front_frame_waiter, err, sizeof err)) {
+    if (worker_start(&f.wk, cfg, counters, fcgi_front_frame_waiter, err, sizeof err)) {
         fprintf(stderr, "holdfast[%d]: %s\n", (int)getpid(), err);
+        wake_slot_release(slot);
+        wake_close(slot_wake);
         return 1;
     }
     if (cfg->npublish_keys == 0)
@@ -362,5 +377,7 @@ int fcgi_front_run(const config *cfg, int listen_fd) {
     free(tids);
     close(f.stop_fd);
     fcgi_front_stop_fd = -1;
+    wake_slot_release(slot);
+    wake_close(slot_wake);
     return started > 0 ? 0 : 1;
 }

@@ -20,6 +20,13 @@
  * latency to every contended publish.  Processes still contend in SQLite. */
 static pthread_mutex_t handler_write_lock = PTHREAD_MUTEX_INITIALIZER;
 
+_Static_assert(sizeof(handler_counters) == WAKE_SLOT_VALUES * sizeof(int64_t),
+               "handler_counters must fit a wake slot exactly");
+
+handler_counters *handler_counters_of(wake_slot *slot) {
+    return (handler_counters *)(void *)slot->values;
+}
+
 request_limits handler_limits(const config *cfg) {
     return (request_limits){.max_channels = cfg->max_channels,
                             .max_body = cfg->max_body,
@@ -236,43 +243,85 @@ static handler_result handler_pub(handler *h, const request *r, const void *body
     return HANDLER_DONE;
 }
 
+/* Sum the counters of every live worker (and list them), or report just
+ * this process's when it has no slot (CGI). */
+typedef struct {
+    int64_t parked, publishes, deliveries, answered, timeouts, left, refused;
+} handler_totals;
+
+static void handler_add(handler_totals *t, const handler_counters *c) {
+    t->parked += c->parked;
+    t->publishes += c->publishes;
+    t->deliveries += c->deliveries;
+    t->answered += c->answered;
+    t->timeouts += c->timeouts;
+    t->left += c->left;
+    t->refused += c->refused;
+}
+
+static void handler_workers_json(handler *h, buf *b, handler_totals *t) {
+    const wake_slot *slots = wake_slots(h->wk);
+    int n = 0;
+    buf_puts(b, "\"workers\":[");
+    for (size_t i = 0; i < WAKE_SLOTS; i++) {
+        if (!wake_slot_alive(&slots[i]))
+            continue;
+        const handler_counters *c = handler_counters_of((wake_slot *)&slots[i]);
+        handler_add(t, c);
+        buf_printf(b, "%s{\"pid\":%d,\"waiting\":%lld,\"publishes\":%lld,\"deliveries\":%lld}",
+                   n++ ? "," : "", (int)slots[i].pid, (long long)c->parked,
+                   (long long)c->publishes, (long long)c->deliveries);
+    }
+    buf_puts(b, "]");
+    if (n == 0)
+        handler_add(t, h->counters);
+}
+
 static void handler_stats(handler *h, const request *r, buf *out) {
     msglog_stats st;
     const char *cors = reply_cors(h->cfg, r->origin);
-    handler_counters *c = h->counters;
     if (msglog_stats_get(h->log, &st)) {
         reply_error(out, 503, cors, "unavailable", msglog_errmsg(h->log), 1);
         return;
     }
-    buf b;
+    handler_totals t = {0};
+    buf w, b;
+    buf_init(&w);
     buf_init(&b);
+    handler_workers_json(h, &w, &t);
     if (r->route == ROUTE_STATS) {
         buf_printf(&b,
                    "{\"head\":%lld,\"epoch\":\"%s\",\"messages\":%lld,\"channels\":%lld,"
                    "\"bytes\":%lld,\"pid\":%d,\"parked\":%lld,\"publishes\":%lld,"
                    "\"deliveries\":%lld,\"answered\":%lld,\"timeouts\":%lld,\"left\":%lld,"
-                   "\"refused\":%lld}\n",
+                   "\"refused\":%lld,",
                    (long long)st.head, st.epoch, (long long)st.messages,
                    (long long)st.channels, (long long)st.bytes, (int)getpid(),
-                   (long long)c->parked, (long long)c->publishes, (long long)c->deliveries,
-                   (long long)c->answered, (long long)c->timeouts, (long long)c->left,
-                   (long long)c->refused);
+                   (long long)t.parked, (long long)t.publishes, (long long)t.deliveries,
+                   (long long)t.answered, (long long)t.timeouts, (long long)t.left,
+                   (long long)t.refused);
+        buf_put(&b, w.p, w.len);
+        buf_puts(&b, "}\n");
         reply_json(out, 200, cors, b.p, b.len);
     } else {
         buf_printf(&b,
                    "# TYPE holdfast_head gauge\nholdfast_head %lld\n"
                    "# TYPE holdfast_messages gauge\nholdfast_messages %lld\n"
                    "# TYPE holdfast_channels gauge\nholdfast_channels %lld\n"
-                   "# TYPE holdfast_parked gauge\nholdfast_parked{pid=\"%d\"} %lld\n"
-                   "# TYPE holdfast_publishes_total counter\n"
-                   "holdfast_publishes_total{pid=\"%d\"} %lld\n"
-                   "# TYPE holdfast_deliveries_total counter\n"
-                   "holdfast_deliveries_total{pid=\"%d\"} %lld\n",
+                   "# TYPE holdfast_bytes gauge\nholdfast_bytes %lld\n"
+                   "# TYPE holdfast_parked gauge\nholdfast_parked %lld\n"
+                   "# TYPE holdfast_publishes_total counter\nholdfast_publishes_total %lld\n"
+                   "# TYPE holdfast_deliveries_total counter\nholdfast_deliveries_total %lld\n"
+                   "# TYPE holdfast_answers_total counter\nholdfast_answers_total %lld\n"
+                   "# TYPE holdfast_timeouts_total counter\nholdfast_timeouts_total %lld\n"
+                   "# TYPE holdfast_refused_total counter\nholdfast_refused_total %lld\n",
                    (long long)st.head, (long long)st.messages, (long long)st.channels,
-                   (int)getpid(), (long long)c->parked, (int)getpid(),
-                   (long long)c->publishes, (int)getpid(), (long long)c->deliveries);
+                   (long long)st.bytes, (long long)t.parked, (long long)t.publishes,
+                   (long long)t.deliveries, (long long)t.answered, (long long)t.timeouts,
+                   (long long)t.refused);
         reply_body(out, 200, cors, "text/plain; version=0.0.4", b.p, b.len);
     }
+    buf_free(&w);
     buf_free(&b);
 }
 

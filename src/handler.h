@@ -19,7 +19,9 @@
 #include "request.h"
 #include "wake.h"
 
-/* Per-process counters, shown by /stats and /metrics. */
+/* Per-process counters, shown by /stats and /metrics.  A worker keeps them
+ * in its slot of the wake file (handler_counters_of), so that any worker
+ * can report all of them. */
 typedef struct {
     _Atomic int64_t parked;     /* subscribers waiting now */
     _Atomic int64_t publishes;  /* messages appended by this process */
@@ -31,6 +33,9 @@ typedef struct {
 } handler_counters;
 
 typedef enum { HANDLER_DONE, HANDLER_PARK } handler_result;
+
+/* The counters living in a wake-file slot. */
+handler_counters *handler_counters_of(wake_slot *slot);
 
 typedef struct {
     const config *cfg;

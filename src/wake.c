@@ -4,6 +4,7 @@
  * MAP_SHARED by every process that publishes or waits:
  *
  *     magic | version | seq (u32, the futex word) | waiters (u32) | head (i64)
+ *     ... | slots[WAKE_SLOTS] at offset WAKE_SLOT_OFFSET (per-process counters)
  *
  * A publisher, after its COMMIT, raises `head` to its id, increments `seq`
  * and, if `waiters` is non-zero, calls FUTEX_WAKE on `seq` (no private flag,
@@ -23,6 +24,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,8 +40,9 @@
 #endif
 
 #define WAKE_MAGIC 0x686f6c64u /* "hold" */
-#define WAKE_VERSION 1u
-#define WAKE_SIZE 4096
+#define WAKE_VERSION 2u
+#define WAKE_SLOT_OFFSET 64
+#define WAKE_SIZE ((off_t)(WAKE_SLOT_OFFSET + WAKE_SLOTS * sizeof(wake_slot)))
 #define WAKE_POLL_MS 5
 
 typedef struct {
@@ -81,7 +84,7 @@ int wake_open(wake **out, const char *db_path, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot size wake file %s: %s", path, strerror(e));
         return -e;
     }
-    void *p = mmap(NULL, WAKE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *p = mmap(NULL, (size_t)WAKE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) {
         int e = errno;
@@ -90,7 +93,7 @@ int wake_open(wake **out, const char *db_path, char *err, size_t errlen) {
     }
     wake *w = calloc(1, sizeof *w);
     if (!w) {
-        munmap(p, WAKE_SIZE);
+        munmap(p, (size_t)WAKE_SIZE);
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
@@ -120,7 +123,7 @@ void wake_close(wake *w) {
 #endif
         pthread_join(w->watcher, NULL);
     }
-    munmap(w->page, WAKE_SIZE);
+    munmap(w->page, (size_t)WAKE_SIZE);
     free(w);
 }
 
@@ -220,4 +223,43 @@ int wake_watch_start(wake *w, int fd, int interval_ms) {
         return -rc;
     w->watching = 1;
     return 0;
+}
+
+/* ---- per-process counters ------------------------------------------------ */
+
+static wake_slot *wake_slot_array(const wake *w) {
+    return (wake_slot *)((char *)w->page + WAKE_SLOT_OFFSET);
+}
+
+const wake_slot *wake_slots(const wake *w) {
+    return wake_slot_array(w);
+}
+
+int wake_slot_alive(const wake_slot *s) {
+    int32_t pid = atomic_load(&s->pid);
+    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+wake_slot *wake_slot_claim(wake *w) {
+    wake_slot *slots = wake_slot_array(w);
+    int32_t me = (int32_t)getpid();
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < WAKE_SLOTS; i++) {
+            int32_t cur = atomic_load(&slots[i].pid);
+            /* First pass: free slots; second: slots of dead processes. */
+            if (pass == 0 ? cur != 0 : (cur == 0 || wake_slot_alive(&slots[i])))
+                continue;
+            if (!atomic_compare_exchange_strong(&slots[i].pid, &cur, me))
+                continue;
+            for (size_t k = 0; k < WAKE_SLOT_VALUES; k++)
+                atomic_store(&slots[i].values[k], 0);
+            return &slots[i];
+        }
+    }
+    return NULL;
+}
+
+void wake_slot_release(wake_slot *s) {
+    if (s)
+        atomic_store(&s->pid, 0);
 }

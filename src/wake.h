@@ -12,10 +12,22 @@
 #ifndef HOLDFAST_WAKE_H
 #define HOLDFAST_WAKE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct wake wake;
+
+/* A process's counters, published in the wake file so that any worker can
+ * report every worker's (/stats).  values[] are the process's own to
+ * define; WAKE_SLOT_VALUES of them. */
+#define WAKE_SLOT_VALUES 7
+#define WAKE_SLOTS 255
+typedef struct {
+    _Atomic int32_t pid; /* 0 = free */
+    int32_t reserved;
+    _Atomic int64_t values[WAKE_SLOT_VALUES];
+} wake_slot;
 
 /* Open or create the wake file beside db_path ("<db_path>-wake"). */
 int wake_open(wake **out, const char *db_path, char *err, size_t errlen);
@@ -42,5 +54,17 @@ int wake_wait(wake *w, uint32_t seen, int timeout_ms);
  * (and at least every interval_ms, so the owner can run its slow checks).
  * At most one watcher per handle; stopped by wake_close(). */
 int wake_watch_start(wake *w, int fd, int interval_ms);
+
+/* Claim a free slot for this process (or one left by a dead process),
+ * zeroed; NULL when all WAKE_SLOTS are taken by live processes. */
+wake_slot *wake_slot_claim(wake *w);
+
+/* Give the slot back (at exit). */
+void wake_slot_release(wake_slot *s);
+
+/* The slot array (WAKE_SLOTS entries; pid 0 = free).  A slot whose pid is
+ * no longer alive is stale: wake_slot_alive() tells. */
+const wake_slot *wake_slots(const wake *w);
+int wake_slot_alive(const wake_slot *s);
 
 #endif
