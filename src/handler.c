@@ -216,7 +216,9 @@ static handler_result handler_pub(handler *h, const request *r, const void *body
         reply_error(out, 400, cors, "invalid_json", "the body is not valid JSON", 0);
         return HANDLER_DONE;
     }
-    handler_check_db(h, 0);
+    /* Every publish checks (one stat) that the file is still the one open:
+     * a commit into a replaced, unlinked file would be acknowledged and lost. */
+    handler_check_db(h, 1);
     msglog_entry e = {.channel = r->channel, .type = r->content_type, .body = body, .len = len,
                       .key = r->key, .idem = r->idem};
     msglog_ack ack;

@@ -180,18 +180,29 @@ static int request_query_param(request *r, const char *name, size_t nlen, const 
     return 0;
 }
 
+/* 1 if a query parameter name is one a subscribe uses. */
+static int request_known_param(const char *name, size_t n) {
+    static const char *const known[] = {"since", "last", "timeout", "limit", "epoch", "format"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strlen(known[i]) == n && !memcmp(known[i], name, n))
+            return 1;
+    return 0;
+}
+
 static request_route request_query(request *r, const char *q, const request_limits *lim) {
     char name[32], val[64];
     while (q && *q) {
         size_t len = strcspn(q, "&"), nlen, vlen;
         const char *eq = memchr(q, '=', len);
         size_t klen = eq ? (size_t)(eq - q) : len;
-        /* Names we know are short; a long or malformed one is not ours. */
-        if (request_unescape(q, klen, name, sizeof name, &nlen) == 0) {
+        /* Names we know are short; a long, malformed or unknown one is not
+         * ours (cache busters, tracking parameters) and is ignored. */
+        if (request_unescape(q, klen, name, sizeof name, &nlen) == 0 &&
+            request_known_param(name, nlen)) {
             if (request_unescape(eq ? eq + 1 : q + len, eq ? len - klen - 1 : 0, val, sizeof val,
                                  &vlen))
                 return request_fail(r, 400, "bad_parameter",
-                                    "a query parameter is malformed or too long", NULL);
+                                    "a query parameter is malformed or too long: ", name);
             if (request_query_param(r, name, nlen, val, vlen, lim))
                 return ROUTE_ERROR;
         }

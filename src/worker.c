@@ -173,6 +173,12 @@ static void worker_expire_due(worker *wk) {
 
 /* ---- re-reading on change ---------------------------------------------------- */
 
+/* Start a new pass; 0 is never a pass's mark (it is every new waiter's). */
+static void worker_next_mark(worker *wk) {
+    if (++wk->mark == 0)
+        wk->mark = 1;
+}
+
 static void worker_batch_push(worker *wk, waiter *w) {
     if (w->mark == wk->mark)
         return; /* already in this pass */
@@ -263,7 +269,7 @@ static void worker_answer_batch(worker *wk) {
         worker_answer_group(wk, wk->batch + i, j - i);
     }
     wk->nbatch = 0;
-    wk->mark++;
+    worker_next_mark(wk);
 }
 
 /* The log moved (or the slow timer ticked): answer whom it concerns. */
@@ -274,7 +280,7 @@ static void worker_process_changes(worker *wk) {
         fprintf(stderr, "holdfast[%d]: checking for new messages: %s\n", (int)getpid(),
                 msglog_errmsg(wk->h.log));
         wk->nbatch = 0;
-        wk->mark++;
+        worker_next_mark(wk);
         return;
     }
     if (replaced || head < wk->processed_head) {
@@ -436,6 +442,7 @@ int worker_start(worker **out, const config *cfg, handler_counters *counters,
         epoll_ctl(wk->epfd, EPOLL_CTL_ADD, *fds[i], &ev);
     }
     wk->processed_head = msglog_head(wk->h.log);
+    wk->mark = 1; /* a new waiter's mark is 0: it must not look already batched */
     buf_init(&wk->resp);
     buf_init(&wk->body);
     if ((rc = wake_watch_start(wk->h.wk, wk->wake_efd, cfg->data_version_ms)) ||

@@ -67,6 +67,16 @@ START_TEST(test_percent_encoded_query_is_decoded)
 }
 END_TEST
 
+START_TEST(test_unknown_parameters_are_ignored_however_long)
+{
+    char q[400] = "QUERY_STRING=since=5&utm_content=";
+    memset(q + strlen(q), 'x', 200);
+    strcat(q, "&%zz=1&_=123");
+    ck_assert_int_eq(PARSE("PATH_INFO=/sub/x", q), ROUTE_SUB);
+    ck_assert_int_eq(r.since, 5);
+}
+END_TEST
+
 START_TEST(test_path_falls_back_to_request_uri_minus_script_name)
 {
     ck_assert_int_eq(PARSE("REQUEST_URI=/lp/holdfast.fcgi/sub/news?since=3",
@@ -159,6 +169,7 @@ Suite *request_suite(void)
     tcase_add_test(tc, test_subscribe_parameters_parsed_and_capped);
     tcase_add_test(tc, test_cursor_from_last_event_id_and_since_wins_over_last);
     tcase_add_test(tc, test_percent_encoded_query_is_decoded);
+    tcase_add_test(tc, test_unknown_parameters_are_ignored_however_long);
     tcase_add_test(tc, test_path_falls_back_to_request_uri_minus_script_name);
     tcase_add_test(tc, test_bad_input_maps_to_documented_statuses);
     tcase_add_test(tc, test_publish_headers_and_body_limit);

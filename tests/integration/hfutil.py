@@ -200,8 +200,12 @@ def fcgi_connect(addr, timeout=10):
         s = socket.create_connection(addr, timeout=timeout)
     elif addr.startswith('unix:') or addr.startswith('/'):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        s.connect(addr[5:] if addr.startswith('unix:') else addr)
+        try:
+            s.settimeout(timeout)
+            s.connect(addr[5:] if addr.startswith('unix:') else addr)
+        except BaseException:
+            s.close()
+            raise
     else:
         host, _, port = addr.rpartition(':')
         s = socket.create_connection((host, int(port)), timeout=timeout)
@@ -248,6 +252,17 @@ def stats(addr, timeout=5):
     return json.loads(b)
 
 
+def stats_many(addr, n=16, timeout=5):
+    """n /stats requests spread over the workers (sequential requests tend to
+    be accepted by the same worker every time)."""
+    conns = park_many(addr, n, '/stats', spread=True)
+    try:
+        answers = collect(conns, timeout)
+    finally:
+        close_all(conns)
+    return [json.loads(a[2]) for a in answers if a and a[0] == 200]
+
+
 def publish(addr, channel, data, headers=None, timeout=10):
     """POST /pub/CHANNEL over FastCGI; returns (status, parsed JSON body)."""
     h = {'Content-Type': 'text/plain'}
@@ -280,17 +295,27 @@ def wait_for(pred, timeout, interval=0.05, what='condition'):
 # ---- many requests at once ------------------------------------------------------
 
 class FcgiConn:
-    """A request sent on its own connection, answered later (see collect)."""
+    """A request sent on its own connection, answered later (see collect).
+
+    With send=False only the connection is made; send() sends the request.
+    holdfast's accepting threads take a connection as soon as it is made and
+    block reading its request, so connections opened first and sent later
+    are spread over every worker (4 accepting threads each by default)."""
 
     def __init__(self, addr, method, path, query='', headers=None, body=b'', reqid=1,
-                 connect_timeout=10):
+                 connect_timeout=10, send=True):
         self.sock = fcgi_connect(addr, connect_timeout)
-        self.sock.sendall(fcgi_encode_request(method, path, query, headers, body, reqid))
-        self.sock.setblocking(False)
+        self.data = fcgi_encode_request(method, path, query, headers, body, reqid)
         self.parser = FcgiParser()
         self.closed_early = False
         self.answer = None
         self.answered_at = None
+        if send:
+            self.send()
+
+    def send(self):
+        self.sock.sendall(self.data)
+        self.sock.setblocking(False)
 
     def close(self):
         if self.sock is not None:
@@ -298,11 +323,17 @@ class FcgiConn:
             self.sock = None
 
 
-def park_many(addr, n, path, query='', headers=None):
+def park_many(addr, n, path, query='', headers=None, spread=False):
+    """n GET requests on n connections, not waiting for answers. spread=True
+    connects all first and sends after a pause (see FcgiConn)."""
     conns = []
     try:
         for _ in range(n):
-            conns.append(FcgiConn(addr, 'GET', path, query, headers))
+            conns.append(FcgiConn(addr, 'GET', path, query, headers, send=not spread))
+        if spread:
+            time.sleep(0.1)
+            for c in conns:
+                c.send()
     except BaseException:
         close_all(conns)
         raise
@@ -384,18 +415,58 @@ def children_of(pid):
     return out
 
 
-def pid_alive(pid):
-    """True if pid exists and is not a zombie."""
+def proc_stat(pid):
+    """(state, start time in clock ticks) of pid, or None."""
     try:
         with open('/proc/%d/stat' % pid) as f:
             st = f.read()
     except OSError:
+        return None
+    fields = st[st.rfind(')') + 2:].split()
+    return fields[0], int(fields[19])
+
+
+# pid -> start time, recorded when a process is first tracked, so that a pid
+# reused by some other process is never taken for ours (nor killed).
+PID_START = {}
+
+
+def pid_alive(pid):
+    """True if pid exists, is not a zombie, and (if tracked) is still the same process."""
+    st = proc_stat(pid)
+    if st is None or st[0] == 'Z':
         return False
-    return st[st.rfind(')') + 2:].split()[0] != 'Z'
+    return PID_START.get(pid, st[1]) == st[1]
+
+
+# Every process this module starts (and the children it saw them start), so
+# that run.py can check, after the whole suite, that none survived.
+STARTED = set()
+
+
+def track(pids):
+    for p in pids:
+        if p not in PID_START:
+            st = proc_stat(p)
+            if st is None:
+                continue
+            PID_START[p] = st[1]
+        STARTED.add(p)
+
+
+def leftovers(kill=True):
+    """Tracked processes still alive (killed by pid if kill)."""
+    left = sorted(p for p in STARTED if pid_alive(p))
+    if left and kill:
+        kill_pids(left)
+        wait_pids_gone(left, 5)
+    return left
 
 
 def kill_pids(pids, sig=signal.SIGKILL):
     for p in pids:
+        if not pid_alive(p):
+            continue
         try:
             os.kill(p, sig)
         except OSError:
@@ -435,11 +506,12 @@ def write_config(path, settings):
 class HoldfastServer:
     """`holdfast serve` on a unix socket in a directory of its own."""
 
-    def __init__(self, tmpdir, workers=1, config=None, db=None, threads=None, env=None):
+    def __init__(self, tmpdir, workers=1, config=None, db=None, threads=None, env=None,
+                 listen=None):
         self.dir = tmpdir
         self.db = db or os.path.join(tmpdir, 'hf.db')
         self.sock = os.path.join(tmpdir, 'hf.sock')
-        self.addr = 'unix:' + self.sock
+        self.addr = listen or 'unix:' + self.sock
         self.workers = workers
         self.threads = threads
         self.config_path = os.path.join(tmpdir, 'holdfast.conf')
@@ -459,6 +531,7 @@ class HoldfastServer:
                                      stdout=self.log, stderr=self.log,
                                      start_new_session=True)
         self.known_pids.add(self.proc.pid)
+        track(self.known_pids)
         if wait:
             self.wait_ready()
         return self
@@ -488,6 +561,7 @@ class HoldfastServer:
 
     def refresh_pids(self):
         self.known_pids.update(self.worker_pids())
+        track(self.known_pids)
 
     def read_log(self):
         try:
@@ -509,7 +583,8 @@ class HoldfastServer:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 problems.append('supervisor ignored SIGTERM for %ds' % timeout)
-                self.kill()
+                kill_pids([self.proc.pid])
+                self.proc.wait(5)
         rc = self.proc.returncode
         left = [p for p in self.known_pids if pid_alive(p)]
         if left and not wait_pids_gone(left, 3):
@@ -531,6 +606,8 @@ class HoldfastServer:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+            self.proc = None
+            self.log.close()
         left = [p for p in self.known_pids if pid_alive(p)]
         kill_pids(left)
         wait_pids_gone(left, 3)
@@ -563,6 +640,7 @@ def cgi_popen(env_vars, db=None, config_path=None):
         env['HOLDFAST_CONFIG'] = config_path
     p = subprocess.Popen([holdfast_bin()], env=env, stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    track([p.pid])
     p.stdin.close()
     p.stdin = None  # so communicate() does not touch it
     return p
@@ -585,7 +663,10 @@ class Lighttpd:
     mode 'spawn':  mod_fastcgi starts holdfast itself (bin-path, max-procs 1).
     mode 'socket': mod_fastcgi connects to a running `holdfast serve` socket.
     mode 'cgi':    mod_cgi runs holdfast per request (cgi.assign).
-    holdfast is mounted at /hf, so /hf/sub/x arrives with PATH_INFO=/sub/x."""
+    holdfast is mounted at "/hf" (no trailing slash), so /hf/sub/x arrives as
+    SCRIPT_NAME=/hf, PATH_INFO=/sub/x. Checked with lighttpd 1.4.69: with the
+    key "/hf/" it arrives as SCRIPT_NAME=/hf/sub, PATH_INFO=/x (and /hf/health
+    as SCRIPT_NAME=/hf/health, no PATH_INFO), which no fallback can undo."""
 
     MOUNT = '/hf'
 
@@ -659,6 +740,7 @@ class Lighttpd:
                                      stdin=subprocess.DEVNULL, stdout=self.out,
                                      stderr=self.out, start_new_session=True)
         self.known_pids.add(self.proc.pid)
+        track(self.known_pids)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -678,6 +760,7 @@ class Lighttpd:
     def refresh_pids(self):
         if self.proc:
             self.known_pids.update(children_of(self.proc.pid))
+        track(self.known_pids)
 
     def read_logs(self):
         out = ''
@@ -732,6 +815,8 @@ class Lighttpd:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+            self.proc = None
+            self.out.close()
         left = [p for p in self.known_pids if pid_alive(p)]
         kill_pids(left)
         wait_pids_gone(left, 3)
