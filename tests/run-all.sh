@@ -4,7 +4,11 @@
 #   2. build in build/ with -Werror and run the unit tests (make check)
 #   3. the same under AddressSanitizer + UBSan (build-asan/)
 #   4. the unit tests once more under valgrind (memcheck)
-#   5. make distcheck (the tarball builds and passes on its own)
+#   5. integration tests: real `holdfast serve`, lighttpd and CGI processes,
+#      driven over FastCGI and HTTP on loopback -- against the ASan/UBSan
+#      binary, so a memory error in any server process fails the run
+#   6. fuzzing the parsers for a bounded time (libFuzzer, clang)
+#   7. make distcheck (the tarball builds and passes on its own)
 # Set HOLDFAST_QUICK=1 to stop after step 2.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +39,18 @@ step "unit tests under valgrind"
 (cd build && HOLDFAST_BIN="$top/build/holdfast" CK_FORK=no CK_DEFAULT_TIMEOUT=600 \
   valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
   --trace-children=no ./tests/check_holdfast) || { echo "valgrind found errors"; exit 1; }
+
+step "integration tests (ASan/UBSan server)"
+asan_logs=$(mktemp -d "${TMPDIR:-/tmp}/holdfast-asan.XXXXXX")
+ASAN_OPTIONS="log_path=$asan_logs/asan:detect_leaks=1" UBSAN_OPTIONS="log_path=$asan_logs/ubsan:print_stacktrace=1" \
+  python3 tests/integration/run.py --bin "$top/build-asan/holdfast"
+if [ -n "$(ls -A "$asan_logs")" ]; then
+  echo "sanitizer reports from server processes:"; cat "$asan_logs"/*; exit 1
+fi
+rm -rf "$asan_logs"
+
+step "fuzzing the parsers"
+sh tests/fuzz/run.sh "${HOLDFAST_FUZZ_SECONDS:-20}"
 
 step "make distcheck"
 (cd build && make -j"$jobs" distcheck >distcheck.log 2>&1) || { tail -60 build/distcheck.log; exit 1; }
