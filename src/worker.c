@@ -262,6 +262,10 @@ static void worker_answer_group(worker *wk, waiter **g, size_t k) {
 }
 
 static void worker_answer_batch(worker *wk) {
+    if (wk->nbatch == 0) {
+        worker_next_mark(wk);
+        return;
+    }
     qsort(wk->batch, wk->nbatch, sizeof *wk->batch, worker_cmp);
     for (size_t i = 0, j; i < wk->nbatch; i = j) {
         for (j = i + 1; j < wk->nbatch && worker_cmp(&wk->batch[i], &wk->batch[j]) == 0; j++)

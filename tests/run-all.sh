@@ -42,12 +42,14 @@ step "unit tests under valgrind"
 
 step "integration tests (ASan/UBSan server)"
 asan_logs=$(mktemp -d "${TMPDIR:-/tmp}/holdfast-asan.XXXXXX")
+ok=0
 ASAN_OPTIONS="log_path=$asan_logs/asan:detect_leaks=1" UBSAN_OPTIONS="log_path=$asan_logs/ubsan:print_stacktrace=1" \
-  python3 tests/integration/run.py --bin "$top/build-asan/holdfast"
+  python3 tests/integration/run.py --bin "$top/build-asan/holdfast" || ok=1
 if [ -n "$(ls -A "$asan_logs")" ]; then
-  echo "sanitizer reports from server processes:"; cat "$asan_logs"/*; exit 1
+  echo "sanitizer reports from server processes:"; cat "$asan_logs"/*; ok=1
 fi
 rm -rf "$asan_logs"
+[ $ok -eq 0 ] || exit 1
 
 step "fuzzing the parsers"
 sh tests/fuzz/run.sh "${HOLDFAST_FUZZ_SECONDS:-20}"
