@@ -7,8 +7,10 @@
 #   5. integration tests: real `holdfast serve`, lighttpd and CGI processes,
 #      driven over FastCGI and HTTP on loopback -- against the ASan/UBSan
 #      binary, so a memory error in any server process fails the run
-#   6. fuzzing the parsers for a bounded time (libFuzzer, clang)
-#   7. make distcheck (the tarball builds and passes on its own)
+#   6. browser tests: holdfast.js under Node's test runner, the demos in
+#      Debian's chromium driven by playwright-core (tests/browser/run.sh)
+#   7. fuzzing the parsers for a bounded time (libFuzzer, clang)
+#   8. make distcheck (the tarball builds and passes on its own)
 # Set HOLDFAST_QUICK=1 to stop after step 2.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,6 +52,9 @@ if [ -n "$(ls -A "$asan_logs")" ]; then
 fi
 rm -rf "$asan_logs"
 [ $ok -eq 0 ] || exit 1
+
+step "browser tests"
+sh tests/browser/run.sh
 
 step "fuzzing the parsers"
 sh tests/fuzz/run.sh "${HOLDFAST_FUZZ_SECONDS:-20}"
