@@ -4,7 +4,7 @@
 # when everything is present.
 set -eu
 build="autoconf automake libtool pkg-config make gcc libfcgi-dev libsqlite3-dev libjansson-dev sqlite3"
-test="check valgrind clang libclang-rt-14-dev lighttpd nginx-light apache2 libapache2-mod-fcgid curl python3 nodejs npm chromium"
+test="check valgrind clang libclang-rt-14-dev lighttpd nginx-light apache2 libapache2-mod-fcgid curl python3 chromium"
 case "${1:-all}" in
   build) want=$build ;;
   test|all) want="$build $test" ;;
