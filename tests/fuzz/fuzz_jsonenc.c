@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     jsonenc_message(&b, &m);
     assert(!b.oom);
     assert(memchr(b.p, '\n', b.len) == NULL);
-    json_t *v = json_loadb(b.p, b.len, JSON_ALLOW_NUL, &e);
+    json_t *v = json_loadb(b.p, b.len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &e);
     assert(v && json_is_object(v));
     json_decref(v);
     buf_free(&b);
