@@ -1,18 +1,19 @@
 #!/bin/sh
 # deploy/demo.sh -- the README's first command: lighttpd + holdfast + an
 # embedded SQLite log on 127.0.0.1, serving www/.  Installs what is missing
-# (Debian), builds if needed, prints the URL, stops everything on Ctrl-C.
+# (Debian, through deploy/install-deps.sh), builds if anything changed, prints
+# the URL, and stops everything it started on Ctrl-C (or SIGTERM, or when
+# either server dies).
 #   PORT=8080 (default)  HOLDFAST_WORKERS=2 (default)
+# Everything it writes is under var/: demo.db (the log), holdfast.conf,
+# lighttpd.conf, holdfast.sock and the logs.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 port=${PORT:-8080}
 var="$top/var"
 cd "$top"
 
-sh deploy/install-deps.sh build >/dev/null
-command -v lighttpd >/dev/null 2>&1 || [ -x /usr/sbin/lighttpd ] || {
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get install -y -q --no-install-recommends lighttpd >/dev/null; }
+sh deploy/install-deps.sh demo
 
 # Build (make does nothing when nothing changed); a tree configured in
 # place is built in place, anything else in build/.
@@ -37,33 +38,83 @@ server.document-root = "$top/www"
 server.bind = "127.0.0.1"
 server.port = $port
 server.errorlog = "$var/lighttpd.error.log"
+server.upload-dirs = ("$var")
 index-file.names = ("index.html")
 mimetype.assign = (".html" => "text/html; charset=utf-8", ".js" => "text/javascript",
                    ".mjs" => "text/javascript", ".css" => "text/css", ".svg" => "image/svg+xml",
                    ".png" => "image/png", ".json" => "application/json")
+# /lp (no trailing slash): /lp/sub/demo arrives as PATH_INFO=/sub/demo.
 fastcgi.server = ("/lp" => ((
     "socket" => "$var/holdfast.sock",
     "check-local" => "disable"
 )))
 CONF
 
-pids=""
+hf=""
+lt=""
+pub=""
+nap=""
+# Running, and not a zombie this shell has yet to reap.
+alive() {
+  kill -0 "$1" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"
+}
 cleanup() {
-  trap - INT TERM EXIT
-  [ -n "$pids" ] && kill $pids 2>/dev/null || true
-  wait 2>/dev/null || true
+  trap - INT TERM HUP EXIT
+  # holdfast first: it answers its waiting subscribers (through lighttpd)
+  # and stops its workers (at most ~10 s); then lighttpd, which stops at
+  # once on SIGTERM.
+  for pid in $nap $pub $hf $lt; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -f "$var/holdfast.sock"
   echo "stopped."
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
+# A socket left by a run that was killed would look ready before holdfast is.
+rm -f "$var/holdfast.sock"
 "$bdir/holdfast" serve --config "$var/holdfast.conf" 2>>"$var/holdfast.log" &
-pids="$!"
+hf=$!
 i=0
-while [ ! -S "$var/holdfast.sock" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-/usr/sbin/lighttpd -D -f "$var/lighttpd.conf" &
-pids="$pids $!"
-sleep 0.3
+while [ ! -S "$var/holdfast.sock" ]; do
+  if ! alive "$hf" || [ $i -ge 100 ]; then
+    echo "holdfast did not start; see $var/holdfast.log:" >&2
+    tail -5 "$var/holdfast.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+  i=$((i + 1))
+done
+/usr/sbin/lighttpd -D -f "$var/lighttpd.conf" 2>>"$var/lighttpd.error.log" &
+lt=$!
+i=0
+until curl -fso /dev/null --max-time 2 "http://127.0.0.1:$port/lp/health"; do
+  if ! alive "$lt" || [ $i -ge 50 ]; then
+    echo "lighttpd did not start on 127.0.0.1:$port (in use? try PORT=8081 $0);" \
+      "see $var/lighttpd.error.log:" >&2
+    tail -3 "$var/lighttpd.error.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+  i=$((i + 1))
+done
+# Live values for the dashboard demo (metrics.demo, one per key).
+sh deploy/dashboard-publisher.sh -u "http://127.0.0.1:$port/lp" 2>>"$var/publisher.log" >/dev/null &
+pub=$!
 echo "holdfast demo: http://127.0.0.1:$port/   (API under http://127.0.0.1:$port/lp/)"
+echo "chat: http://127.0.0.1:$port/chat.html   dashboard: http://127.0.0.1:$port/dashboard.html"
 echo "publish:  curl -d 'hello' http://127.0.0.1:$port/lp/pub/demo"
-echo "logs in $var/; Ctrl-C stops."
-wait
+echo "log: $var/demo.db; server logs in $var/; Ctrl-C stops."
+# Wait until interrupted, or until one of the servers dies.
+while alive "$hf" && alive "$lt"; do
+  sleep 1 &
+  nap=$!
+  wait "$nap" || true
+  nap=""
+done
+echo "a server stopped unexpectedly; see $var/holdfast.log and $var/lighttpd.error.log" >&2
+exit 1

@@ -1,14 +1,22 @@
 #!/bin/sh
-# deploy/install-deps.sh [build|test|all] -- install from Debian's packages
-# what holdfast needs and is missing.  Needs root (or sudo); does nothing
-# when everything is present.
+# deploy/install-deps.sh [build|demo|test|all] -- install from Debian's
+# packages what holdfast needs and is missing.  Needs root (or sudo); does
+# nothing when everything is present.
+#   build  compile holdfast
+#   demo   build + what deploy/demo.sh runs (lighttpd, curl)
+#   test   build + what the tests run, among them the web servers of every
+#          deploy/ configuration (tests/deploy/run.sh): apache2 brings
+#          mod_proxy_fcgi, mod_cgi/mod_cgid and mod_setenvif, mod_fcgid is
+#          libapache2-mod-fcgid, nginx-light has the FastCGI module
 set -eu
 build="autoconf automake libtool pkg-config make gcc libfcgi-dev libsqlite3-dev libjansson-dev sqlite3"
+demo="lighttpd curl"
 test="check valgrind clang libclang-rt-14-dev lighttpd nginx-light apache2 libapache2-mod-fcgid curl python3 chromium"
 case "${1:-all}" in
   build) want=$build ;;
+  demo) want="$build $demo" ;;
   test|all) want="$build $test" ;;
-  *) echo "usage: $0 [build|test|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|demo|test|all]" >&2; exit 2 ;;
 esac
 missing=""
 for p in $want; do

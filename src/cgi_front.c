@@ -20,6 +20,8 @@
 
 extern char **environ;
 
+#define CGI_FRONT_DRAIN_MAX (64LL << 20)
+
 static int64_t cgi_front_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -40,6 +42,19 @@ static int cgi_front_body(const request *r, int64_t max, buf *body) {
         want -= (int64_t)n;
     }
     return ferror(stdin) || body->oom ? -2 : 0;
+}
+
+/* Read and drop what is left of the body: a CGI program that exits with
+ * unread input makes mod_cgid reset the connection and lose the answer. */
+static void cgi_front_drain(const request *r) {
+    char tmp[8192];
+    int64_t left = r->content_length > 0 ? r->content_length : 0;
+    if (left > CGI_FRONT_DRAIN_MAX)
+        left = CGI_FRONT_DRAIN_MAX;
+    size_t n;
+    while (left > 0 &&
+           (n = fread(tmp, 1, left < (int64_t)sizeof tmp ? (size_t)left : sizeof tmp, stdin)) > 0)
+        left -= (int64_t)n;
 }
 
 /* Block until the subscriber has an answer or its deadline passes. */
@@ -71,6 +86,8 @@ int cgi_front_run(const config *cfg) {
     request_parse(r, environ, &lim);
     const char *cors = reply_cors(cfg, r->origin);
     int got = r->route == ROUTE_PUB ? cgi_front_body(r, cfg->max_body, &body) : 0;
+    if (r->route != ROUTE_PUB || got != 0)
+        cgi_front_drain(r);
     if (got == -1) {
         reply_error(&out, 413, cors, "body_too_large", "the body exceeds max_body", 0);
     } else if (got < 0) {

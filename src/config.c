@@ -38,6 +38,7 @@ void config_defaults(config *c) {
     c->data_version_ms = 1000;
     c->prune_every = 256;
     c->workers = 2;
+    c->listen_mode = -1;
     c->threads = 4;
     c->retention.max_messages = 10000;
     c->retention.max_age_s = 0;
@@ -133,6 +134,18 @@ int config_set(config *c, const char *key, const char *v, char *err, size_t errl
         return config_set_str(c->db, sizeof c->db, v, err, errlen);
     if (!strcmp(key, "listen"))
         return config_set_str(c->listen, sizeof c->listen, v, err, errlen);
+    if (!strcmp(key, "listen_group"))
+        return config_set_str(c->listen_group, sizeof c->listen_group, v, err, errlen);
+    if (!strcmp(key, "listen_mode")) {
+        char *end;
+        long m = strtol(v, &end, 8);
+        if (*v && !*end && m >= 0 && m <= 0777) {
+            c->listen_mode = (int)m;
+            return 0;
+        }
+        snprintf(err, errlen, "listen_mode: '%s' is not an octal mode such as 0660", v);
+        return -EINVAL;
+    }
     if (!strcmp(key, "publish_key"))
         return config_add_str(c->publish_keys, &c->npublish_keys, CONFIG_MAX_KEYS, v, err,
                               errlen);
@@ -270,8 +283,8 @@ int config_parse(config *c, const char *name, const char *text, char *err, size_
 /* ---- environment and loading -------------------------------------------- */
 
 int config_apply_env(config *c, char *const *envp, char *err, size_t errlen) {
-    static const char *const keys[] = {"db", "durability", "listen", "publish_key",
-                                       "cors_origin"};
+    static const char *const keys[] = {"db", "durability", "listen", "listen_mode",
+                                       "listen_group", "publish_key", "cors_origin"};
     char name[64], why[512];
     if (!envp)
         envp = environ;
@@ -329,17 +342,32 @@ static int config_read_file(const char *path, char **out, char *err, size_t errl
     return 0;
 }
 
+/* holdfast.conf in the binary's directory: from argv0 when it has a
+ * directory, else from /proc/self/exe (suEXEC runs a program by its bare
+ * name from its own folder).  0 if found, -1 if not. */
+static int config_beside_binary(const char *argv0, char *out, size_t cap) {
+    char exe[PATH_MAX];
+    const char *dir = argv0;
+    if (!argv0 || !strchr(argv0, '/')) {
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0)
+            return -1;
+        exe[n] = '\0';
+        dir = exe;
+    }
+    const char *slash = strrchr(dir, '/');
+    if (snprintf(out, cap, "%.*s/holdfast.conf", (int)(slash - dir), dir) >= (int)cap)
+        return -1;
+    return access(out, R_OK) == 0 ? 0 : -1;
+}
+
 int config_load(config *c, const char *path, const char *argv0, char *err, size_t errlen) {
     char beside[PATH_MAX];
     config_defaults(c);
     if (!path || !*path)
         path = getenv("HOLDFAST_CONFIG");
-    if ((!path || !*path) && argv0 && strchr(argv0, '/')) {
-        const char *slash = strrchr(argv0, '/');
-        snprintf(beside, sizeof beside, "%.*s/holdfast.conf", (int)(slash - argv0), argv0);
-        if (access(beside, R_OK) == 0)
-            path = beside;
-    }
+    if ((!path || !*path) && config_beside_binary(argv0, beside, sizeof beside) == 0)
+        path = beside;
     if (path && *path) {
         char *text = NULL;
         int rc = config_read_file(path, &text, err, errlen);

@@ -45,6 +45,8 @@ typedef struct {
     int data_version_ms;     /* slow check for rows written by others */
     int prune_every;         /* publishes between incremental prunes */
     char listen[CONFIG_STR];
+    int listen_mode;         /* unix socket permissions, -1 = by umask */
+    char listen_group[CONFIG_STR]; /* unix socket group, "" = unchanged */
     int workers;
     int threads;             /* accepting threads per worker */
     char publish_keys[CONFIG_MAX_KEYS][CONFIG_STR];

@@ -64,7 +64,9 @@ static int main_serve(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2)
+    /* A CGI request may come with arguments: Apache passes a query string
+     * without '=' (?1700000000) as argv.  GATEWAY_INTERFACE says which it is. */
+    if (argc < 2 || getenv("GATEWAY_INTERFACE"))
         return main_spawned(argv[0]);
     if (!strcmp(argv[1], "serve"))
         return main_serve(argc, argv);

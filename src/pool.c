@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
@@ -87,6 +88,13 @@ int pool_load_config(const pool_options *o, config *c) {
     return 0;
 }
 
+/* The unix socket path of a listen address, or NULL for TCP. */
+static const char *pool_unix_path(const char *addr) {
+    if (!strncmp(addr, "unix:", 5))
+        return addr + 5;
+    return addr[0] == '/' || addr[0] == '.' ? addr : NULL;
+}
+
 static int pool_listen_unix(const char *path, char *err, size_t errlen) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     struct stat st;
@@ -148,15 +156,34 @@ int pool_listen(const char *addr, char *err, size_t errlen) {
         snprintf(err, errlen, "no address to listen on (--listen or setting 'listen')");
         return -1;
     }
-    if (!strncmp(addr, "unix:", 5))
-        return pool_listen_unix(addr + 5, err, errlen);
-    if (addr[0] == '/' || addr[0] == '.')
-        return pool_listen_unix(addr, err, errlen);
+    if (pool_unix_path(addr))
+        return pool_listen_unix(pool_unix_path(addr), err, errlen);
     if (!strchr(addr, ':')) {
         snprintf(err, errlen, "bad address %s (want unix:/path, /path or HOST:PORT)", addr);
         return -1;
     }
     return pool_listen_tcp(addr, err, errlen);
+}
+
+/* Let the web server's user reach the socket: listen_mode (chmod) and
+ * listen_group (chgrp), when set. */
+static int pool_socket_access(const config *c, char *err, size_t errlen) {
+    const char *path = pool_unix_path(c->listen);
+    if (!path)
+        return 0;
+    if (c->listen_group[0]) {
+        struct group *g = getgrnam(c->listen_group);
+        if (!g || chown(path, (uid_t)-1, g->gr_gid) != 0) {
+            snprintf(err, errlen, "listen_group %.64s for %.256s: %s", c->listen_group, path,
+                     g ? strerror(errno) : "no such group");
+            return -1;
+        }
+    }
+    if (c->listen_mode >= 0 && chmod(path, (mode_t)c->listen_mode) != 0) {
+        snprintf(err, errlen, "listen_mode for %.256s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 static void pool_signals(void) {
@@ -273,7 +300,8 @@ int pool_run(const pool_options *o) {
     pool *p = calloc(1, sizeof *p);
     if (!p || !(p->cfg = malloc(sizeof *p->cfg)) || pool_load_config(o, p->cfg))
         return 1;
-    if ((p->listen_fd = pool_listen(p->cfg->listen, err, sizeof err)) < 0) {
+    if ((p->listen_fd = pool_listen(p->cfg->listen, err, sizeof err)) < 0 ||
+        pool_socket_access(p->cfg, err, sizeof err) != 0) {
         fprintf(stderr, "holdfast: %s\n", err);
         return 1;
     }
@@ -297,8 +325,8 @@ int pool_run(const pool_options *o) {
             pool_spawn(p);
     }
     pool_shutdown(p);
-    if (!strncmp(p->cfg->listen, "unix:", 5) || p->cfg->listen[0] == '/')
-        unlink(p->cfg->listen + (p->cfg->listen[0] == '/' ? 0 : 5));
+    if (pool_unix_path(p->cfg->listen))
+        unlink(pool_unix_path(p->cfg->listen));
     close(p->listen_fd);
     free(p->cfg);
     free(p);

@@ -45,8 +45,12 @@ static request_route request_fail(request *r, int status, const char *error, con
     return ROUTE_ERROR;
 }
 
-/* The path below the mount point. */
-static const char *request_path(char *const *envp, size_t *len) {
+static int request_unescape(const char *s, size_t n, char *out, size_t cap, size_t *outlen,
+                            int plus_is_space);
+
+/* The path below the mount point.  PATH_INFO comes decoded; the fallback
+ * (REQUEST_URI minus SCRIPT_NAME) is decoded into r->pathbuf. */
+static const char *request_path(request *r, char *const *envp, size_t *len) {
     const char *p = request_param(envp, "PATH_INFO");
     if (p && *p) {
         *len = strlen(p);
@@ -62,8 +66,11 @@ static const char *request_path(char *const *envp, size_t *len) {
     size_t s = script ? strlen(script) : 0;
     if (s && s <= n && !strncmp(uri, script, s))
         uri += s, n -= s;
-    *len = n;
-    return uri;
+    if (request_unescape(uri, n, r->pathbuf, sizeof r->pathbuf, len, 0) != 0) {
+        *len = 0; /* malformed or too long: no route matches */
+        return "";
+    }
+    return r->pathbuf;
 }
 
 static int request_hex(char c) {
@@ -73,12 +80,14 @@ static int request_hex(char c) {
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Percent-decode s[0..n) into out (cap bytes); -1 if malformed or too long. */
-static int request_unescape(const char *s, size_t n, char *out, size_t cap, size_t *outlen) {
+/* Percent-decode s[0..n) into out (cap bytes), '+' as a space in a query;
+ * -1 if malformed or too long. */
+static int request_unescape(const char *s, size_t n, char *out, size_t cap, size_t *outlen,
+                            int plus_is_space) {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (c == '+') {
+        if (c == '+' && plus_is_space) {
             c = ' ';
         } else if (c == '%') {
             int hi = i + 2 < n ? request_hex(s[i + 1]) : -1;
@@ -197,10 +206,10 @@ static request_route request_query(request *r, const char *q, const request_limi
         size_t klen = eq ? (size_t)(eq - q) : len;
         /* Names we know are short; a long, malformed or unknown one is not
          * ours (cache busters, tracking parameters) and is ignored. */
-        if (request_unescape(q, klen, name, sizeof name, &nlen) == 0 &&
+        if (request_unescape(q, klen, name, sizeof name, &nlen, 1) == 0 &&
             request_known_param(name, nlen)) {
             if (request_unescape(eq ? eq + 1 : q + len, eq ? len - klen - 1 : 0, val, sizeof val,
-                                 &vlen))
+                                 &vlen, 1))
                 return request_fail(r, 400, "bad_parameter",
                                     "a query parameter is malformed or too long: ", name);
             if (request_query_param(r, name, nlen, val, vlen, lim))
@@ -295,7 +304,7 @@ request_route request_parse(request *r, char *const *envp, const request_limits 
     r->origin = request_param(envp, "HTTP_ORIGIN");
     if (!r->method)
         r->method = "GET";
-    const char *path = request_path(envp, &plen);
+    const char *path = request_path(r, envp, &plen);
     r->route = request_route_of(path, plen, &arg, &alen);
     if (r->route == ROUTE_ERROR)
         return request_fail(r, 404, "not_found",

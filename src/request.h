@@ -63,6 +63,7 @@ typedef struct {
     /* every route */
     const char *method;
     const char *origin; /* Origin header, or NULL */
+    char pathbuf[1024]; /* the decoded path when PATH_INFO is absent */
 } request;
 
 /* Look up NAME in a NULL-terminated "NAME=value" array; NULL if absent. */

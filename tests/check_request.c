@@ -84,6 +84,9 @@ START_TEST(test_path_falls_back_to_request_uri_minus_script_name)
                      ROUTE_SUB);
     ck_assert_str_eq(r.channels[0], "news");
     ck_assert_int_eq(PARSE("PATH_INFO=", "REQUEST_URI=/health"), ROUTE_HEALTH);
+    ck_assert_int_eq(PARSE("REQUEST_URI=/lp/sub/a%2Cb%40x", "SCRIPT_NAME=/lp"), ROUTE_SUB);
+    ck_assert_int_eq(r.nchannels, 2);
+    ck_assert_str_eq(r.channels[1], "b@x");
 }
 END_TEST
 

@@ -7,10 +7,12 @@
 #   5. integration tests: real `holdfast serve`, lighttpd and CGI processes,
 #      driven over FastCGI and HTTP on loopback -- against the ASan/UBSan
 #      binary, so a memory error in any server process fails the run
-#   6. browser tests: holdfast.js under Node's test runner, the demos in
+#   6. deployment tests: every configuration in deploy/ under real Apache
+#      (mod_fcgid, mod_proxy_fcgi, mod_cgi), lighttpd and nginx
+#   7. browser tests: holdfast.js under Node's test runner, the demos in
 #      Debian's chromium driven by playwright-core (tests/browser/run.sh)
-#   7. fuzzing the parsers for a bounded time (libFuzzer, clang)
-#   8. make distcheck (the tarball builds and passes on its own)
+#   8. fuzzing the parsers for a bounded time (libFuzzer, clang)
+#   9. make distcheck (the tarball builds and passes on its own)
 # Set HOLDFAST_QUICK=1 to stop after step 2.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,6 +54,9 @@ if [ -n "$(ls -A "$asan_logs")" ]; then
 fi
 rm -rf "$asan_logs"
 [ $ok -eq 0 ] || exit 1
+
+step "deployment tests (every web server)"
+sh tests/deploy/run.sh "$top/build/holdfast"
 
 step "browser tests"
 sh tests/browser/run.sh

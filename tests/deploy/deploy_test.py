@@ -1,0 +1,973 @@
+#!/usr/bin/env python3
+"""deploy_test.py -- holdfast behind every web server it ships a configuration for.
+
+For each deployment under deploy/ this starts the real web server (and
+`holdfast serve` where the deployment uses the pool) on 127.0.0.1 and a free
+port, from the configuration files *shipped in deploy/*, with only their
+placeholders substituted (paths, port, publish key): a shipped file that
+breaks fails here.  Against each it runs one conformance scenario:
+
+  health            GET /health answers 200 "ok" (the route reached holdfast)
+  PATH_INFO         the route comes from PATH_INFO, decoded by the web server
+                    (/sub/a%2Cb is two channels), not from holdfast's fallback
+  pub+sub           a parked subscriber is answered by a publish, well before
+                    its poll would time out, with exactly that message
+  batch             five messages published, then one subscribe with the
+                    cursor before them: one answer carries all five, in order
+  resume            a client that drops mid-poll and comes back with its
+                    cursor gets exactly the messages it missed, once
+  timeout           a poll that times out: 200, "messages": [], a cursor
+  fan-out           50 subscribers parked at once, all answered by one publish
+  errors            400 bad channel, 401 no Authorization, 403 wrong key (the
+                    header reached holdfast), 404 unknown route
+  config            the database is where the shipped config says, and the
+                    settings file is not served (where it lives in the web root)
+  stop              the server stops and leaves no process behind
+
+Run as root, every server process runs as the user `nobody` (Apache refuses
+to run as root, and it is what a shared host looks like); otherwise as the
+current user.  Prints "ok - ..." / "FAIL - ..." per check and finally
+"N passed, M failed"; exit status 1 on any failure.
+
+    deploy_test.py [--bin PATH] [--only NAME[,NAME...]] [--keep]
+"""
+import argparse
+import http.client
+import json
+import grp
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+DEPLOY = os.path.join(TOP, 'deploy')
+APACHE = '/usr/sbin/apache2'
+APACHE_MODULES = '/usr/lib/apache2/modules'
+LIGHTTPD = '/usr/sbin/lighttpd'
+NGINX = '/usr/sbin/nginx'
+
+KEY = 'test-key-' + os.urandom(8).hex()
+FANOUT = 50
+
+
+# ---- results ------------------------------------------------------------------
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.lock = threading.Lock()
+
+    def check(self, name, cond, detail=''):
+        with self.lock:
+            if cond:
+                self.passed += 1
+                print('ok - %s%s' % (name, ' (%s)' % detail if detail else ''), flush=True)
+            else:
+                self.failed += 1
+                print('FAIL - %s%s' % (name, ': %s' % detail if detail else ''), flush=True)
+        return bool(cond)
+
+
+R = Results()
+
+
+# ---- processes ------------------------------------------------------------------
+
+def run_as():
+    """(uid, gid) for the servers: nobody when we are root, else None (ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pw = pwd.getpwnam('nobody')
+        return pw.pw_uid, pw.pw_gid
+    except KeyError:
+        return 65534, 65534
+
+
+RUN_AS = run_as()
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('HOLDFAST_')}
+    env['PATH'] = env.get('PATH', '/usr/bin:/bin') + ':/usr/sbin:/sbin'
+    env.update(extra)
+    return env
+
+
+def spawn(argv, log, cwd=None, env=None):
+    """Start a server in its own session (its descendants can be found by it)."""
+    kw = {}
+    if RUN_AS:
+        kw = {'user': RUN_AS[0], 'group': RUN_AS[1], 'extra_groups': []}
+    out = open(log, 'ab')
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=cwd, env=env or clean_env(),
+                                start_new_session=True, **kw)
+    finally:
+        out.close()
+
+
+def procs_of(sid, marker):
+    """Live processes in session `sid`, or whose command line names `marker`."""
+    found = []
+    me = os.getpid()
+    for d in os.listdir('/proc'):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open('/proc/%s/stat' % d) as f:
+                stat = f.read()
+            with open('/proc/%s/cmdline' % d, 'rb') as f:
+                cmd = f.read().replace(b'\0', b' ').decode(errors='replace').strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(')') + 2:].split()
+        state, session = fields[0], int(fields[3])
+        if state == 'Z':
+            continue
+        if (sid and session == sid) or (marker and marker in cmd):
+            found.append((int(d), cmd))
+    return found
+
+
+def count_procs(marker):
+    return len(procs_of(None, marker))
+
+
+# ---- HTTP -------------------------------------------------------------------------
+
+def req(port, method, path, body=None, headers=None, timeout=30):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        c.close()
+
+
+def jbody(data):
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+class Bg(threading.Thread):
+    """Run fn in the background; .result is (value, seconds) or the exception."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.result = None
+        self.t0 = None
+        self.t1 = None
+        self.start()
+
+    def run(self):
+        self.t0 = time.monotonic()
+        try:
+            self.result = self.fn()
+        except Exception as e:  # noqa: BLE001 -- reported by the caller
+            self.result = e
+        self.t1 = time.monotonic()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(cond, timeout, step=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+# ---- templating shipped files ------------------------------------------------------
+
+class TemplateError(Exception):
+    pass
+
+
+def template(rel, dst, subs, mode=0o644):
+    """deploy/<rel> with each (placeholder, value) substituted, written to dst.
+    A placeholder missing from the file is an error: the file changed under us."""
+    with open(os.path.join(DEPLOY, rel)) as f:
+        text = f.read()
+    for old, new in subs:
+        if old not in text:
+            raise TemplateError('%s: placeholder %r not found' % (rel, old))
+        text = text.replace(old, new)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(dst, 'w') as f:
+        f.write(text)
+    os.chmod(dst, mode)
+    return text
+
+
+def unit_exec_start(unit_text):
+    """The ExecStart= command of a systemd unit, as an argv."""
+    for line in unit_text.splitlines():
+        if line.startswith('ExecStart='):
+            return line[len('ExecStart='):].split()
+    raise TemplateError('no ExecStart= in the unit')
+
+
+# ---- one deployment ------------------------------------------------------------------
+
+class Deployment:
+    """A temp dir, a port, the processes started for it; subclasses say how."""
+    name = '?'
+    needs = ()
+    settings_url = None     # a path under the web root that must not be served
+    spawned_marker = None   # cmdline marker of per-request processes (fcgid, CGI)
+
+    def __init__(self, root, binary, attempt=0):
+        self.dir = os.path.join(root, self.name + ('.%d' % attempt if attempt else ''))
+        self.bin_src = binary
+        self.port = None
+        self.procs = []      # (Popen, stop signal)
+        for d in ('www', 'data', 'run', 'logs', 'conf', 'bin'):
+            os.makedirs(os.path.join(self.dir, d))
+        self.data = os.path.join(self.dir, 'data')
+        self.run = os.path.join(self.dir, 'run')
+        self.logs = os.path.join(self.dir, 'logs')
+        self.conf = os.path.join(self.dir, 'conf')
+        self.www = os.path.join(self.dir, 'www')
+        self.bin = os.path.join(self.dir, 'bin', 'holdfast')
+        shutil.copy2(binary, self.bin)
+        self.db = None        # where the shipped config puts the database
+        self.base = None      # URL path prefix of the API
+
+    def p(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def own(self):
+        """Hand the tree to the server user (when we are root)."""
+        if RUN_AS:
+            for dirpath, dirnames, filenames in os.walk(self.dir):
+                for n in [dirpath] + [os.path.join(dirpath, x) for x in filenames]:
+                    os.lchown(n, RUN_AS[0], RUN_AS[1])
+        os.chmod(self.dir, 0o755)
+
+    def start_proc(self, argv, log, stop_sig=signal.SIGTERM, **kw):
+        p = spawn(argv, os.path.join(self.logs, log), **kw)
+        self.procs.append((p, stop_sig))
+        return p
+
+    def serve_from_unit(self):
+        """`holdfast serve` exactly as deploy/systemd/holdfast.service starts it,
+        with deploy/systemd/holdfast.conf."""
+        sock = self.p('run', 'holdfast.sock')
+        template('systemd/holdfast.conf', self.p('conf', 'holdfast.conf'), [
+            ('/var/lib/holdfast/holdfast.db', self.p('data', 'holdfast.db')),
+            ('/run/holdfast/holdfast.sock', sock),
+            # The servers here run as one user and group (see RUN_AS): hand
+            # the socket to that group, as the unit hands it to www-data.
+            ('listen_group = www-data',
+             'listen_group = ' + grp.getgrgid(RUN_AS[1] if RUN_AS else os.getgid()).gr_name),
+            ('@PUBLISH_KEY@', KEY)])
+        unit = template('systemd/holdfast.service', self.p('conf', 'holdfast.service'), [
+            ('/usr/local/bin/holdfast', self.bin),
+            ('/etc/holdfast/holdfast.conf', self.p('conf', 'holdfast.conf'))])
+        self.db = self.p('data', 'holdfast.db')
+        return unit_exec_start(unit), sock
+
+    def wait_socket(self, path, proc, timeout=10):
+        return wait_until(lambda: os.path.exists(path) or proc.poll() is not None, timeout) \
+            and proc.poll() is None
+
+    def setup(self):
+        raise NotImplementedError
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self):
+        """Stop in reverse order of start; True if everything exited in time."""
+        ok = True
+        for p, sig in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                ok = False
+        return ok
+
+    def leftovers(self):
+        left = []
+        for p, _ in self.procs:
+            left += procs_of(p.pid, None)
+        left += procs_of(None, self.dir)
+        return sorted(set(left))
+
+    def kill_leftovers(self):
+        for pid, _ in self.leftovers():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def log_tail(self, n=15):
+        out = []
+        for name in sorted(os.listdir(self.logs)):
+            try:
+                with open(os.path.join(self.logs, name), errors='replace') as f:
+                    lines = f.read().splitlines()[-n:]
+            except OSError:
+                continue
+            if lines:
+                out.append('--- %s\n%s' % (name, '\n'.join(lines)))
+        return '\n'.join(out)
+
+
+# ---- Apache -----------------------------------------------------------------------------
+
+def apache_conf(dep, modules, body, docroot=True, extra=''):
+    """A private httpd.conf: own ServerRoot, port, pid, logs, fcgid IPC files."""
+    mods = ['mpm_event', 'authz_core', 'authn_core', 'mime', 'alias', 'env', 'setenvif'] + modules
+    lines = ['ServerRoot %s' % dep.dir,
+             'Listen 127.0.0.1:%d' % dep.port,
+             'ServerName 127.0.0.1']
+    lines += ['LoadModule %s_module %s/mod_%s.so' % (m, APACHE_MODULES, m) for m in mods]
+    lines += [
+        'TypesConfig /etc/mime.types',
+        'PidFile %s' % dep.p('run', 'httpd.pid'),
+        'DefaultRuntimeDir %s' % dep.run,
+        'ErrorLog %s' % dep.p('logs', 'error.log'),
+        'LogLevel warn',
+        'Timeout 60',
+        # Room for 50 parked subscribers plus the scenario's other requests.
+        'StartServers 1', 'ServerLimit 4', 'ThreadLimit 64', 'ThreadsPerChild 64',
+        'MaxRequestWorkers 256', 'MinSpareThreads 16', 'MaxSpareThreads 256',
+        'AccessFileName .htaccess',
+        '<Directory />', '    AllowOverride None', '    Require all denied', '</Directory>',
+        '<Files ".ht*">', '    Require all denied', '</Files>',
+    ]
+    if 'fcgid' in modules:
+        lines += ['FcgidIPCDir %s' % dep.p('run', 'fcgid'),
+                  'FcgidProcessTableFile %s' % dep.p('run', 'fcgid_shm')]
+    if 'cgid' in modules:
+        lines += ['ScriptSock %s' % dep.p('run', 'cgid.sock')]
+    if docroot:
+        lines += ['DocumentRoot %s' % dep.www,
+                  '<Directory %s>' % dep.www,
+                  # what a shared host must allow for deploy/apache-fcgid/.htaccess
+                  '    AllowOverride Options FileInfo AuthConfig',
+                  '    Require all granted',
+                  '</Directory>']
+    lines += [extra, body]
+    path = dep.p('conf', 'httpd.conf')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
+class ApacheDeployment(Deployment):
+    needs = (APACHE,)
+
+    def start_apache(self):
+        return self.start_proc([APACHE, '-f', self.p('conf', 'httpd.conf'), '-DFOREGROUND'],
+                               'apache.out')
+
+
+class ApacheFcgidHtaccess(ApacheDeployment):
+    """deploy/apache-fcgid/.htaccess + holdfast.conf, as a shared-hosting user
+    installs them: binary copied to <docroot>/lp/holdfast.fcgi."""
+    name = 'apache-fcgid-htaccess'
+    settings_url = '/lp/holdfast.conf'
+    spawned_marker = 'holdfast.fcgi'
+
+    def setup(self):
+        lp = self.p('www', 'lp')
+        os.makedirs(lp)
+        shutil.copy2(self.bin, os.path.join(lp, 'holdfast.fcgi'))
+        os.chmod(os.path.join(lp, 'holdfast.fcgi'), 0o755)
+        shutil.copy2(os.path.join(DEPLOY, 'apache-fcgid', '.htaccess'), lp)
+        template('apache-fcgid/holdfast.conf', os.path.join(lp, 'holdfast.conf'), [
+            ('/home/USER/holdfast-data', self.data), ('@PUBLISH_KEY@', KEY)])
+        self.db = os.path.join(self.data, 'holdfast.db')
+        self.base = '/lp/holdfast.fcgi'
+        # The admin's part: mod_fcgid's limits are server-config only.  Raised
+        # so 50 subscribers (one process each) get their processes at once.
+        apache_conf(self, ['fcgid'], '', extra='\n'.join([
+            'FcgidMaxProcesses 200', 'FcgidMaxProcessesPerClass 100',
+            'FcgidSpawnScoreUpLimit 200']))
+
+    def start(self):
+        self.start_apache()
+
+
+class ApacheFcgidWrapper(ApacheFcgidHtaccess):
+    """deploy/apache-fcgid/holdfast-wrapper.fcgi (the suEXEC layout): the
+    wrapper in the web folder, the binary and holdfast.conf outside it."""
+    name = 'apache-fcgid-wrapper'
+    spawned_marker = '/home/holdfast/holdfast'
+
+    def setup(self):
+        home = self.p('home')
+        os.makedirs(os.path.join(home, 'holdfast'))
+        shutil.copy2(self.bin, os.path.join(home, 'holdfast', 'holdfast'))
+        template('apache-fcgid/holdfast.conf', os.path.join(home, 'holdfast', 'holdfast.conf'), [
+            ('/home/USER/holdfast-data', self.data), ('@PUBLISH_KEY@', KEY)])
+        lp = self.p('www', 'lp')
+        os.makedirs(lp)
+        template('apache-fcgid/holdfast-wrapper.fcgi', os.path.join(lp, 'holdfast.fcgi'), [
+            ('/home/USER', home)], mode=0o755)
+        shutil.copy2(os.path.join(DEPLOY, 'apache-fcgid', '.htaccess'), lp)
+        self.db = os.path.join(self.data, 'holdfast.db')
+        self.base = '/lp/holdfast.fcgi'
+        apache_conf(self, ['fcgid'], '', extra='\n'.join([
+            'FcgidMaxProcesses 200', 'FcgidMaxProcessesPerClass 100',
+            'FcgidSpawnScoreUpLimit 200']))
+
+
+class ApacheFcgidVhost(ApacheDeployment):
+    """deploy/apache-fcgid/vhost.conf, the root admin's version."""
+    name = 'apache-fcgid-vhost'
+    spawned_marker = 'holdfast.fcgi'
+
+    def setup(self):
+        lib = self.p('lib')
+        os.makedirs(lib)
+        shutil.copy2(self.bin, os.path.join(lib, 'holdfast.fcgi'))
+        template('apache-fcgid/vhost.conf', self.p('conf', 'vhost.conf'), [
+            ('*:80', '127.0.0.1:%d' % self.port),
+            ('/var/www/example.org', self.www),
+            ('/usr/local/lib/holdfast', lib),
+            ('/var/lib/holdfast', self.data),
+            ('@PUBLISH_KEY@', KEY)])
+        self.db = os.path.join(self.data, 'holdfast.db')
+        self.base = '/lp'
+        apache_conf(self, ['fcgid'], 'Include %s' % self.p('conf', 'vhost.conf'), docroot=False)
+
+    def start(self):
+        self.start_apache()
+
+
+class ApacheProxyFcgi(ApacheDeployment):
+    """deploy/apache-proxy-fcgi/holdfast-proxy.conf to `holdfast serve`."""
+    name = 'apache-proxy-fcgi'
+
+    def setup(self):
+        self.serve_argv, sock = self.serve_from_unit()
+        template('apache-proxy-fcgi/holdfast-proxy.conf', self.p('conf', 'holdfast-proxy.conf'), [
+            ('*:80', '127.0.0.1:%d' % self.port),
+            ('/var/www/example.org', self.www),
+            ('/run/holdfast/holdfast.sock', sock)])
+        self.sock = sock
+        self.base = '/lp'
+        apache_conf(self, ['proxy', 'proxy_fcgi'],
+                    'Include %s' % self.p('conf', 'holdfast-proxy.conf'), docroot=False)
+
+    def start(self):
+        hf = self.start_proc(self.serve_argv, 'holdfast.out')
+        if not self.wait_socket(self.sock, hf):
+            raise RuntimeError('holdfast serve did not create its socket')
+        self.start_apache()
+
+
+class ApacheCgi(ApacheDeployment):
+    """deploy/cgi/.htaccess + holdfast.conf under Apache mod_cgi.  (Debian's
+    `a2enmod cgi` loads mod_cgid under the event MPM instead: same handler, but
+    see deploy/cgi/GUIDE.md for the one answer it can lose.)"""
+    name = 'cgi-apache'
+    settings_url = '/lp/holdfast.conf'
+    spawned_marker = 'holdfast.cgi'
+
+    def setup(self):
+        lp = self.p('www', 'lp')
+        os.makedirs(lp)
+        shutil.copy2(self.bin, os.path.join(lp, 'holdfast.cgi'))
+        os.chmod(os.path.join(lp, 'holdfast.cgi'), 0o755)
+        shutil.copy2(os.path.join(DEPLOY, 'cgi', '.htaccess'), lp)
+        template('cgi/holdfast.conf', os.path.join(lp, 'holdfast.conf'), [
+            ('/home/USER/holdfast-data', self.data), ('@PUBLISH_KEY@', KEY)])
+        self.db = os.path.join(self.data, 'holdfast.db')
+        self.base = '/lp/holdfast.cgi'
+        apache_conf(self, ['cgi'], '')
+
+    def start(self):
+        self.start_apache()
+
+
+# ---- lighttpd ---------------------------------------------------------------------------
+
+def lighttpd_conf(dep, include):
+    lines = [
+        'server.document-root = "%s"' % dep.www,
+        'server.bind = "127.0.0.1"',
+        'server.port = %d' % dep.port,
+        'server.errorlog = "%s"' % dep.p('logs', 'error.log'),
+        'server.upload-dirs = ( "%s" )' % dep.run,
+        'mimetype.assign = ( ".html" => "text/html" )',
+        'include "%s"' % include,
+    ]
+    path = dep.p('conf', 'lighttpd.conf')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
+class LighttpdDeployment(Deployment):
+    needs = (LIGHTTPD,)
+
+    def start_lighttpd(self):
+        return self.start_proc([LIGHTTPD, '-D', '-f', self.p('conf', 'lighttpd.conf')],
+                               'lighttpd.out')
+
+
+class LighttpdSpawn(LighttpdDeployment):
+    """deploy/lighttpd/holdfast-spawn.conf: lighttpd starts holdfast (bin-path)."""
+    name = 'lighttpd-spawn'
+
+    def setup(self):
+        inc = self.p('conf', 'holdfast-spawn.conf')
+        template('lighttpd/holdfast-spawn.conf', inc, [
+            ('/usr/local/bin/holdfast', self.bin),
+            ('/run/lighttpd/holdfast', self.p('run', 'holdfast')),
+            ('/var/lib/holdfast', self.data),
+            ('@PUBLISH_KEY@', KEY)])
+        self.db = os.path.join(self.data, 'holdfast.db')
+        self.base = '/lp'
+        lighttpd_conf(self, inc)
+
+    def start(self):
+        self.start_lighttpd()
+
+
+class LighttpdSocket(LighttpdDeployment):
+    """deploy/lighttpd/holdfast-socket.conf to `holdfast serve`."""
+    name = 'lighttpd-socket'
+
+    def setup(self):
+        self.serve_argv, sock = self.serve_from_unit()
+        inc = self.p('conf', 'holdfast-socket.conf')
+        template('lighttpd/holdfast-socket.conf', inc, [('/run/holdfast/holdfast.sock', sock)])
+        self.sock = sock
+        self.base = '/lp'
+        lighttpd_conf(self, inc)
+
+    def start(self):
+        hf = self.start_proc(self.serve_argv, 'holdfast.out')
+        if not self.wait_socket(self.sock, hf):
+            raise RuntimeError('holdfast serve did not create its socket')
+        self.start_lighttpd()
+
+
+class LighttpdCgi(LighttpdDeployment):
+    """deploy/cgi/lighttpd-cgi.conf: lighttpd mod_cgi runs holdfast per request."""
+    name = 'cgi-lighttpd'
+    settings_url = '/lp/holdfast.conf'
+    spawned_marker = 'holdfast.cgi'
+
+    def setup(self):
+        lp = self.p('www', 'lp')
+        os.makedirs(lp)
+        shutil.copy2(self.bin, os.path.join(lp, 'holdfast.cgi'))
+        os.chmod(os.path.join(lp, 'holdfast.cgi'), 0o755)
+        template('cgi/holdfast.conf', os.path.join(lp, 'holdfast.conf'), [
+            ('/home/USER/holdfast-data', self.data), ('@PUBLISH_KEY@', KEY)])
+        inc = self.p('conf', 'lighttpd-cgi.conf')
+        template('cgi/lighttpd-cgi.conf', inc, [])
+        self.db = os.path.join(self.data, 'holdfast.db')
+        self.base = '/lp/holdfast.cgi'
+        lighttpd_conf(self, inc)
+
+    def start(self):
+        self.start_lighttpd()
+
+
+# ---- nginx ------------------------------------------------------------------------------
+
+class Nginx(Deployment):
+    """deploy/nginx/holdfast-site.conf to `holdfast serve`."""
+    name = 'nginx'
+    needs = (NGINX,)
+
+    def setup(self):
+        self.serve_argv, sock = self.serve_from_unit()
+        self.sock = sock
+        site = self.p('conf', 'holdfast-site.conf')
+        template('nginx/holdfast-site.conf', site, [
+            ('listen 80;', 'listen 127.0.0.1:%d;' % self.port),
+            ('/var/www/example.org', self.www),
+            ('/run/holdfast/holdfast.sock', sock)])
+        # `include fastcgi_params;` resolves next to the main file, as in /etc/nginx.
+        shutil.copy2('/etc/nginx/fastcgi_params', self.p('conf', 'fastcgi_params'))
+        tmp = self.p('run', 'nginx')
+        os.makedirs(tmp)
+        lines = [
+            'daemon off;', 'master_process on;', 'worker_processes 1;',
+            'pid %s;' % self.p('run', 'nginx.pid'),
+            'error_log %s warn;' % self.p('logs', 'error.log'),
+            'events { worker_connections 1024; }',
+            'http {', '    access_log off;',
+            '    client_body_temp_path %s/body;' % tmp,
+            '    fastcgi_temp_path %s/fastcgi;' % tmp,
+            '    proxy_temp_path %s/proxy;' % tmp,
+            '    scgi_temp_path %s/scgi;' % tmp,
+            '    uwsgi_temp_path %s/uwsgi;' % tmp,
+            '    include %s;' % site, '}']
+        with open(self.p('conf', 'nginx.conf'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        self.base = '/lp'
+
+    def start(self):
+        hf = self.start_proc(self.serve_argv, 'holdfast.out')
+        if not self.wait_socket(self.sock, hf):
+            raise RuntimeError('holdfast serve did not create its socket')
+        # -e: nginx 1.22 opens its default error log before reading the config.
+        self.start_proc([NGINX, '-c', self.p('conf', 'nginx.conf'), '-p', self.dir + '/',
+                         '-e', self.p('logs', 'error.log')], 'nginx.out',
+                        stop_sig=signal.SIGQUIT)
+
+
+DEPLOYMENTS = [ApacheFcgidHtaccess, ApacheFcgidWrapper, ApacheFcgidVhost, ApacheProxyFcgi, LighttpdSpawn,
+               LighttpdSocket, Nginx, ApacheCgi, LighttpdCgi]
+
+
+# ---- the conformance scenario ---------------------------------------------------------------
+
+def scenario(dep):
+    n = dep.name
+    port = dep.port
+    P = lambda path: dep.base + path                               # noqa: E731
+    auth = {'Authorization': 'Bearer ' + KEY}
+
+    def head(channel):
+        st, _, b = req(port, 'GET', P('/sub/%s?timeout=0' % channel))
+        j = jbody(b)
+        if st != 200 or not j or 'cursor' not in j:
+            raise RuntimeError('GET /sub/%s?timeout=0: %s %r' % (channel, st, b[:200]))
+        return j['cursor']
+
+    def publish(channel, body, ctype='text/plain', headers=None):
+        h = dict(auth)
+        h['Content-Type'] = ctype
+        h.update(headers or {})
+        st, _, b = req(port, 'POST', P('/pub/%s' % channel), body=body, headers=h)
+        j = jbody(b)
+        if st != 201 or not j or 'id' not in j:
+            raise RuntimeError('publish to %s: %s %r' % (channel, st, b[:200]))
+        return j['id']
+
+    # The timeout answer takes 2 s: let it run while the rest goes on.
+    idle = Bg(lambda: req(port, 'GET', P('/sub/idle?timeout=2')))
+
+    # health: the route (PATH_INFO) reached holdfast
+    st, _, b = req(port, 'GET', P('/health'))
+    R.check('%s: GET /health answers 200 ok' % n, st == 200 and b.strip() == b'ok',
+            '%s %r' % (st, b[:200]))
+
+    # The route is PATH_INFO, which web servers decode, and not holdfast's
+    # fallback (REQUEST_URI minus SCRIPT_NAME, still percent-encoded): an
+    # encoded comma separates two channels only in the former.
+    st, _, b = req(port, 'GET', P('/sub/enc.a%2Cenc.b?timeout=0'))
+    R.check('%s: the route arrives as PATH_INFO (decoded)' % n, st == 200 and jbody(b),
+            '' if st == 200 else '%s %r' % (st, b[:200]))
+
+    # publish + a parked subscriber
+    try:
+        c = head('news')
+        sub = Bg(lambda: req(port, 'GET', P('/sub/news?since=%d&timeout=20' % c)))
+        time.sleep(1.0)
+        early = sub.result is not None
+        t_pub = time.monotonic()
+        mid = publish('news', 'hello "world" \u00e9'.encode(), 'text/plain; charset=utf-8')
+        t_acked = time.monotonic()
+        sub.join(25)
+        st, _, b = sub.result
+        j = jbody(b)
+        lat = sub.t1 - t_acked
+        good = (not early and st == 200 and j and [m['id'] for m in j['messages']] == [mid]
+                and j['messages'][0]['data'] == 'hello "world" \u00e9' and j['cursor'] == mid
+                and lat < 2)
+        R.check('%s: a parked subscriber gets the published message' % n, good,
+                'the publish took %.0f ms, the answer came %.0f ms after it' % (
+                    (t_acked - t_pub) * 1000, max(0, lat) * 1000) if good else
+                'early=%s %s %r after %.1f s' % (early, st, b[:300], lat))
+    except Exception as e:  # noqa: BLE001
+        R.check('%s: a parked subscriber gets the published message' % n, False, repr(e))
+
+    # batch after cursor
+    try:
+        c = head('batch')
+        ids = [publish('batch', json.dumps({'n': i}).encode(), 'application/json')
+               for i in range(5)]
+        st, _, b = req(port, 'GET', P('/sub/batch?since=%d' % c))
+        j = jbody(b)
+        good = (st == 200 and j and [m['id'] for m in j['messages']] == ids and
+                [m['data'] for m in j['messages']] == [{'n': i} for i in range(5)] and
+                j['cursor'] == ids[-1])
+        R.check('%s: one answer carries every message after the cursor' % n, good,
+                '' if good else '%s %r' % (st, b[:400]))
+    except Exception as e:  # noqa: BLE001
+        R.check('%s: one answer carries every message after the cursor' % n, False, repr(e))
+
+    # resume after a drop mid-poll
+    try:
+        c = head('resume')
+        s = socket.create_connection(('127.0.0.1', port), timeout=5)
+        s.sendall(('GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' %
+                   P('/sub/resume?since=%d&timeout=20' % c)).encode())
+        time.sleep(0.5)
+        s.close()                                # the client leaves mid-poll
+        missed = [publish('resume', b'missed-1'), publish('resume', b'missed-2')]
+        st, _, b = req(port, 'GET', P('/sub/resume?since=%d' % c))
+        j = jbody(b)
+        good = (st == 200 and j and [m['id'] for m in j['messages']] == missed and
+                [m['data'] for m in j['messages']] == ['missed-1', 'missed-2'])
+        st2, _, b2 = req(port, 'GET', P('/sub/resume?since=%d&timeout=1' % missed[-1]))
+        j2 = jbody(b2)
+        again = st2 == 200 and j2 and j2['messages'] == []
+        R.check('%s: a client that dropped mid-poll resumes with exactly what it missed' % n,
+                good and again, '' if good and again else '%s %r / %s %r' %
+                (st, b[:300], st2, b2[:200]))
+    except Exception as e:  # noqa: BLE001
+        R.check('%s: a client that dropped mid-poll resumes with exactly what it missed' % n,
+                False, repr(e))
+
+    # timeout answer
+    idle.join(20)
+    try:
+        st, h, b = idle.result
+        j = jbody(b)
+        took = idle.t1 - idle.t0
+        good = (st == 200 and j and j.get('messages') == [] and isinstance(j.get('cursor'), int)
+                and 'no-store' in h.get('cache-control', '') and 1.5 <= took < 10)
+        R.check('%s: a poll that times out answers 200, messages [], a cursor' % n, good,
+                'after %.1f s' % took if good else '%s %r %r after %.1f s' % (st, h, b[:200], took))
+    except Exception as e:  # noqa: BLE001
+        R.check('%s: a poll that times out answers 200, messages [], a cursor' % n, False,
+                repr(idle.result if idle.result is not None else e))
+
+    # 50 parked subscribers, one publish
+    try:
+        c = head('fan')
+        subs = [Bg(lambda: req(port, 'GET', P('/sub/fan?since=%d&timeout=25' % c)))
+                for _ in range(FANOUT)]
+        if dep.spawned_marker:
+            # one process per subscriber (idle ones are reused): wait until
+            # there are enough for all of them
+            t0 = time.monotonic()
+            spawned = wait_until(lambda: count_procs(dep.spawned_marker) >= FANOUT, 20, 0.2)
+            settle = time.monotonic() - t0
+            time.sleep(0.5)
+        else:
+            spawned, settle = True, 0
+            time.sleep(1.5)
+        early = sum(1 for s in subs if s.result is not None)
+        t_pub = time.monotonic()
+        mid = publish('fan', b'to everyone')
+        t_acked = time.monotonic()
+        for s in subs:
+            s.join(max(0.1, t_pub + 20 - time.monotonic()))
+        got = 0
+        lats = []
+        bad = []
+        for s in subs:
+            r = s.result
+            if isinstance(r, tuple) and r[0] == 200:
+                j = jbody(r[2])
+                if j and [m['id'] for m in j['messages']] == [mid]:
+                    got += 1
+                    lats.append(s.t1 - t_acked)
+                    continue
+            bad.append(r if not isinstance(r, tuple) else (r[0], r[2][:120]))
+        # Within 2 s of the publish's answer: not by a timeout (25 s) or a
+        # slow data_version pass (1 s) repeated.
+        good = got == FANOUT and early == 0 and spawned and max(lats) < 2
+        R.check('%s: %d parked subscribers all answered by one publish' % (n, FANOUT), good,
+                'the publish took %.0f ms; answers %.0f ms (median), %.0f ms (last) after '
+                'it%s' % (
+                    (t_acked - t_pub) * 1000, max(0, sorted(lats)[len(lats) // 2]) * 1000,
+                    max(0, max(lats)) * 1000, '; %d processes up in %.1f s' % (FANOUT, settle)
+                    if dep.spawned_marker else '') if good else
+                'got %d, early %d, processes up: %s (%.1f s), slowest %.1f s, e.g. %r' % (
+                    got, early, spawned, settle, max(lats) if lats else -1, bad[:2]))
+    except Exception as e:  # noqa: BLE001
+        R.check('%s: %d parked subscribers all answered by one publish' % (n, FANOUT), False,
+                repr(e))
+
+    # errors
+    try:
+        st1, _, b1 = req(port, 'POST', P('/pub/bad!name'), body=b'x', headers=auth)
+        st2, _, b2 = req(port, 'POST', P('/pub/news'), body=b'x')
+        st3, _, b3 = req(port, 'POST', P('/pub/news'), body=b'x',
+                          headers={'Authorization': 'Bearer wrong-key'})
+        st4, _, b4 = req(port, 'GET', P('/nope'))
+        errs = [(jbody(x) or {}).get('error') for x in (b1, b2, b3, b4)]
+        good = ((st1, st2, st3, st4) == (400, 401, 403, 404) and
+                errs == ['bad_channel', 'unauthorized', 'forbidden', 'not_found'])
+        R.check('%s: errors 400 bad channel, 401 no key, 403 wrong key, 404 route' % n, good,
+                '' if good else '%s %s %s %s %r' % (st1, st2, st3, st4, errs))
+    except Exception as e:  # noqa: BLE001
+        R.check('%s: errors 400 bad channel, 401 no key, 403 wrong key, 404 route' % n, False,
+                repr(e))
+
+    # the shipped config was the one in effect
+    stray = [os.path.join(d, f) for d, _, fs in os.walk(dep.www) for f in fs
+             if '.db' in f]
+    R.check('%s: the database is where the shipped config puts it' % n,
+            os.path.exists(dep.db) and not stray, '%s exists: %s; in the web root: %s' %
+            (dep.db, os.path.exists(dep.db), stray))
+    if dep.settings_url:
+        st, _, b = req(port, 'GET', dep.settings_url)
+        R.check('%s: %s is not served' % (n, dep.settings_url), st == 403 and KEY.encode()
+                not in b, 'status %s' % st)
+
+
+def run_one(cls, root, binary):
+    n = cls.name
+    missing = [x for x in cls.needs if not os.path.exists(x)]
+    if missing:
+        R.check('%s: web server installed' % n, False, 'missing %s (deploy/install-deps.sh test)'
+                % ' '.join(missing))
+        return
+    t0 = time.monotonic()
+    started = False
+    for attempt in range(3):                 # another test may take the port first
+        dep = cls(root, binary, attempt)
+        dep.port = free_port()
+        try:
+            dep.setup()
+            dep.own()
+            dep.start()
+            started = wait_until(lambda: _health(dep) or any(
+                p.poll() is not None for p, _ in dep.procs), 15, 0.1) and \
+                all(p.poll() is None for p, _ in dep.procs) and _health(dep)
+        except Exception as e:  # noqa: BLE001
+            R.check('%s: set up from deploy/' % n, False, repr(e))
+            dep.stop()
+            dep.kill_leftovers()
+            return
+        if started:
+            break
+        bound = 'Address already in use' in dep.log_tail(50)
+        if not bound:
+            break
+        dep.stop()
+        dep.kill_leftovers()
+    R.check('%s: starts on 127.0.0.1:%d' % (n, dep.port), started,
+            '' if started else dep.log_tail())
+    if started:
+        scenario(dep)
+    stopped = dep.stop()
+    left = []
+    if wait_until(lambda: not dep.leftovers(), 10, 0.1) is False:
+        left = dep.leftovers()
+        dep.kill_leftovers()
+    R.check('%s: stops, leaving no process behind' % n, stopped and not left,
+            '%.1f s for this server' % (time.monotonic() - t0) if stopped and not left else
+            'stopped in time: %s; left: %r' % (stopped, left))
+    if R.failed and os.environ.get('HOLDFAST_DEPLOY_VERBOSE'):
+        print(dep.log_tail(), file=sys.stderr)
+
+
+def serve_one(name, root, binary):
+    cls = {c.name: c for c in DEPLOYMENTS}.get(name)
+    if not cls:
+        print('unknown deployment %s; known: %s' % (name, ', '.join(c.name for c in DEPLOYMENTS)))
+        return 2
+    dep = cls(root, binary)
+    dep.port = free_port()
+    try:
+        dep.setup()
+        dep.own()
+        dep.start()
+        if not wait_until(lambda: _health(dep), 15, 0.1):
+            print(dep.log_tail())
+            return 1
+        print('%s: http://127.0.0.1:%d%s/  (publish key %s)' % (name, dep.port, dep.base, KEY))
+        print('files and logs in %s; Ctrl-C stops' % dep.dir, flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while all(p.poll() is None for p, _ in dep.procs):
+            time.sleep(0.5)
+        print('a server exited:\n' + dep.log_tail())
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        dep.stop()
+        dep.kill_leftovers()
+
+
+def _health(dep):
+    try:
+        st, _, _ = req(dep.port, 'GET', dep.base + '/health', timeout=5)
+        return st == 200
+    except OSError:
+        return False
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--bin', default=os.environ.get('HOLDFAST_BIN') or
+                    os.path.join(TOP, 'holdfast'))
+    ap.add_argument('--only', help='comma-separated deployment names')
+    ap.add_argument('--keep', action='store_true', help='keep the temp dir')
+    ap.add_argument('--serve', metavar='NAME',
+                    help='only start that deployment, print where it is, and wait for '
+                    'Ctrl-C (to poke at it with curl)')
+    args = ap.parse_args()
+    binary = os.path.abspath(args.bin)
+    if not os.access(binary, os.X_OK):
+        print('deploy tests: no holdfast binary at %s (build it, or pass its path)' % binary)
+        print('0 passed, 1 failed')
+        return 1
+    names = [c.name for c in DEPLOYMENTS]
+    chosen = DEPLOYMENTS
+    if args.only:
+        want = args.only.split(',')
+        unknown = [w for w in want if w not in names]
+        if unknown:
+            print('unknown deployment(s) %s; known: %s' % (unknown, ', '.join(names)))
+            return 2
+        chosen = [c for c in DEPLOYMENTS if c.name in want]
+    root = tempfile.mkdtemp(prefix='hf-deploy-')
+    os.chmod(root, 0o755)
+    if args.serve:
+        try:
+            return serve_one(args.serve, root, binary)
+        finally:
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+    t0 = time.monotonic()
+    print('# holdfast deploy tests: %s, servers as %s, in %s' % (
+        binary, 'nobody' if RUN_AS else 'the current user', root), flush=True)
+    try:
+        for cls in chosen:
+            run_one(cls, root, binary)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print('# %.0f s' % (time.monotonic() - t0))
+    print('%d passed, %d failed' % (R.passed, R.failed))
+    return 1 if R.failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
