@@ -388,6 +388,20 @@ def apache_conf(dep, modules, body, docroot=True, extra=''):
 class ApacheDeployment(Deployment):
     needs = (APACHE,)
 
+    def install_in_web_folder(self, guide, program):
+        """What a shared-hosting user does: the binary as <docroot>/lp/PROGRAM,
+        deploy/GUIDE/.htaccess beside it, and its holdfast.conf pointing at a
+        data folder outside the web root."""
+        lp = self.p('www', 'lp')
+        os.makedirs(lp)
+        shutil.copy2(self.bin, os.path.join(lp, program))
+        os.chmod(os.path.join(lp, program), 0o755)
+        shutil.copy2(os.path.join(DEPLOY, guide, '.htaccess'), lp)
+        template(guide + '/holdfast.conf', os.path.join(lp, 'holdfast.conf'), [
+            ('/home/USER/holdfast-data', self.data), ('@PUBLISH_KEY@', KEY)])
+        self.db = os.path.join(self.data, 'holdfast.db')
+        self.base = '/lp/' + program
+
     def start_apache(self):
         return self.start_proc([APACHE, '-f', self.p('conf', 'httpd.conf'), '-DFOREGROUND'],
                                'apache.out')
@@ -401,15 +415,7 @@ class ApacheFcgidHtaccess(ApacheDeployment):
     spawned_marker = 'holdfast.fcgi'
 
     def setup(self):
-        lp = self.p('www', 'lp')
-        os.makedirs(lp)
-        shutil.copy2(self.bin, os.path.join(lp, 'holdfast.fcgi'))
-        os.chmod(os.path.join(lp, 'holdfast.fcgi'), 0o755)
-        shutil.copy2(os.path.join(DEPLOY, 'apache-fcgid', '.htaccess'), lp)
-        template('apache-fcgid/holdfast.conf', os.path.join(lp, 'holdfast.conf'), [
-            ('/home/USER/holdfast-data', self.data), ('@PUBLISH_KEY@', KEY)])
-        self.db = os.path.join(self.data, 'holdfast.db')
-        self.base = '/lp/holdfast.fcgi'
+        self.install_in_web_folder('apache-fcgid', 'holdfast.fcgi')
         # The admin's part: mod_fcgid's limits are server-config only.  Raised
         # so 50 subscribers (one process each) get their processes at once.
         apache_conf(self, ['fcgid'], '', extra='\n'.join([
@@ -498,15 +504,7 @@ class ApacheCgi(ApacheDeployment):
     spawned_marker = 'holdfast.cgi'
 
     def setup(self):
-        lp = self.p('www', 'lp')
-        os.makedirs(lp)
-        shutil.copy2(self.bin, os.path.join(lp, 'holdfast.cgi'))
-        os.chmod(os.path.join(lp, 'holdfast.cgi'), 0o755)
-        shutil.copy2(os.path.join(DEPLOY, 'cgi', '.htaccess'), lp)
-        template('cgi/holdfast.conf', os.path.join(lp, 'holdfast.conf'), [
-            ('/home/USER/holdfast-data', self.data), ('@PUBLISH_KEY@', KEY)])
-        self.db = os.path.join(self.data, 'holdfast.db')
-        self.base = '/lp/holdfast.cgi'
+        self.install_in_web_folder('cgi', 'holdfast.cgi')
         apache_conf(self, ['cgi'], '')
 
     def start(self):

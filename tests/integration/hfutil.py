@@ -503,7 +503,28 @@ def write_config(path, settings):
     return path
 
 
-class HoldfastServer:
+class TrackedServer:
+    """A server process started by a test, with every pid it ever had
+    (self.proc, self.known_pids, refresh_pids()), so teardown can make sure
+    nothing of it survives."""
+
+    def kill(self):
+        """Teardown: make sure nothing of ours survives (by pid; no questions asked)."""
+        if self.proc is not None:
+            self.refresh_pids()
+            kill_pids([self.proc.pid])
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            self.proc = None
+            self.close_output()
+        left = [p for p in self.known_pids if pid_alive(p)]
+        kill_pids(left)
+        wait_pids_gone(left, 3)
+
+
+class HoldfastServer(TrackedServer):
     """`holdfast serve` on a unix socket in a directory of its own."""
 
     def __init__(self, tmpdir, workers=1, config=None, db=None, threads=None, env=None,
@@ -597,20 +618,8 @@ class HoldfastServer:
             raise AssertionError('; '.join(problems) + '\n' + self.read_log())
         return rc
 
-    def kill(self):
-        """Teardown: make sure nothing of ours survives (by pid; no questions asked)."""
-        if self.proc is not None:
-            self.refresh_pids()
-            kill_pids([self.proc.pid])
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-            self.proc = None
-            self.log.close()
-        left = [p for p in self.known_pids if pid_alive(p)]
-        kill_pids(left)
-        wait_pids_gone(left, 3)
+    def close_output(self):
+        self.log.close()
 
 
 def run_cgi(env_vars, body=b'', timeout=20, db=None, config_path=None):
@@ -657,7 +666,7 @@ def lstr(s):
     return '"' + str(s).replace('\\', '\\\\').replace('"', '\\"') + '"'
 
 
-class Lighttpd:
+class Lighttpd(TrackedServer):
     """A private lighttpd on 127.0.0.1:<free port>.
 
     mode 'spawn':  mod_fastcgi starts holdfast itself (bin-path, max-procs 1).
@@ -807,19 +816,8 @@ class Lighttpd:
         if problems:
             raise AssertionError('; '.join(problems) + '\n' + self.read_logs())
 
-    def kill(self):
-        if self.proc is not None:
-            self.refresh_pids()
-            kill_pids([self.proc.pid])
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-            self.proc = None
-            self.out.close()
-        left = [p for p in self.known_pids if pid_alive(p)]
-        kill_pids(left)
-        wait_pids_gone(left, 3)
+    def close_output(self):
+        self.out.close()
 
 
 def make_tmpdir(prefix='hf-it-'):
