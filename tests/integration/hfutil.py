@@ -508,6 +508,17 @@ class TrackedServer:
     (self.proc, self.known_pids, refresh_pids()), so teardown can make sure
     nothing of it survives."""
 
+    def reap_leftovers(self, problems, grace):
+        """After the main process exited: note (in problems) and kill any of
+        its processes still alive after `grace` seconds; close its output."""
+        left = [p for p in self.known_pids if pid_alive(p)]
+        if left and not wait_pids_gone(left, grace):
+            problems.append('processes left behind: %r' % left)
+            kill_pids(left)
+            wait_pids_gone(left, 3)
+        self.proc = None
+        self.close_output()
+
     def kill(self):
         """Teardown: make sure nothing of ours survives (by pid; no questions asked)."""
         if self.proc is not None:
@@ -607,13 +618,7 @@ class HoldfastServer(TrackedServer):
                 kill_pids([self.proc.pid])
                 self.proc.wait(5)
         rc = self.proc.returncode
-        left = [p for p in self.known_pids if pid_alive(p)]
-        if left and not wait_pids_gone(left, 3):
-            problems.append('processes left behind: %r' % left)
-            kill_pids(left)
-            wait_pids_gone(left, 3)
-        self.proc = None
-        self.log.close()
+        self.reap_leftovers(problems, 3)
         if problems:
             raise AssertionError('; '.join(problems) + '\n' + self.read_log())
         return rc
@@ -806,13 +811,7 @@ class Lighttpd(TrackedServer):
                 problems.append('lighttpd ignored SIGTERM')
                 kill_pids([self.proc.pid])
                 self.proc.wait(5)
-        left = [p for p in self.known_pids if pid_alive(p)]
-        if left and not wait_pids_gone(left, 5):
-            problems.append('processes left behind: %r' % left)
-            kill_pids(left)
-            wait_pids_gone(left, 3)
-        self.proc = None
-        self.out.close()
+        self.reap_leftovers(problems, 5)
         if problems:
             raise AssertionError('; '.join(problems) + '\n' + self.read_logs())
 
