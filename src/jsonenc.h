@@ -1,34 +1,13 @@
-/* jsonenc.h -- a growable byte buffer and the JSON encoders built on it:
- * escaped strings, base64, and the message object of the HTTP API.
- *
- * A buffer that fails to grow sets `oom` and ignores further writes, so a
- * caller checks once at the end instead of after every append. */
+/* jsonenc.h -- the JSON encoders of the HTTP API, on buf.h's buffers:
+ * escaped strings, base64, and the message object. */
 #ifndef HOLDFAST_JSONENC_H
 #define HOLDFAST_JSONENC_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "msglog.h"
-
-typedef struct {
-    char *p;
-    size_t len;
-    size_t cap;
-    int oom;
-} buf;
-
-void buf_init(buf *b);
-void buf_free(buf *b);
-void buf_reset(buf *b); /* len = 0, keeps the memory */
-void buf_put(buf *b, const void *s, size_t n);
-void buf_puts(buf *b, const char *s);
-void buf_putc(buf *b, char c);
-void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Append the decimal form of v. */
-void buf_int(buf *b, int64_t v);
-/* NUL-terminate without counting the NUL in len; returns b->p or NULL on oom. */
-const char *buf_cstr(buf *b);
 
 /* 1 if s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
 int jsonenc_utf8_valid(const unsigned char *s, size_t n);

@@ -10,7 +10,7 @@ out="$top/build-fuzz"
 mkdir -p "$out"
 cflags="-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I$top/src $(pkg-config --cflags sqlite3 jansson)"
 libs="$(pkg-config --libs sqlite3 jansson) -lpthread"
-srcs="$top/src/request.c $top/src/config.c $top/src/msglog.c $top/src/jsonenc.c"
+srcs="$top/src/request.c $top/src/config.c $top/src/msglog.c $top/src/jsonenc.c $top/src/buf.c"
 for t in request config jsonenc; do
   # shellcheck disable=SC2086
   clang $cflags -o "$out/fuzz_$t" "$top/tests/fuzz/fuzz_$t.c" $srcs $libs
