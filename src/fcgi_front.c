@@ -333,7 +333,7 @@ static handler_counters *fcgi_front_counters(const config *cfg, wake **wk, wake_
     return *slot ? handler_counters_of(*slot) : &private_counters;
 }
 
-int fcgi_front_run(const config *cfg, int listen_fd) {
+int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd) {
     char err[1024];
     wake *slot_wake = NULL;
     wake_slot *slot;
@@ -360,6 +360,13 @@ int fcgi_front_run(const config *cfg, int listen_fd) {
     fcgi_front_thread *ts = calloc((size_t)n, sizeof *ts);
     pthread_t *tids = calloc((size_t)n, sizeof *tids);
     int started = ts && tids ? fcgi_front_start_threads(&f, ts, tids, n) : 0;
+    if (started > 0 && ready_fd >= 0) {
+        char one = 1;
+        if (write(ready_fd, &one, 1) < 0)
+            perror("holdfast: ready");
+    }
+    if (ready_fd >= 0)
+        close(ready_fd);
     if (started > 0) {
         struct pollfd p = {f.stop_fd, POLLIN, 0};
         while (poll(&p, 1, -1) < 0 && errno == EINTR)

@@ -11,8 +11,12 @@
 
 /* Serve FastCGI on listen_fd (fd 0 when a web server spawned us) until
  * SIGTERM or SIGINT: then stop accepting, answer every parked request, and
- * return the exit status (0 after a clean stop). */
-int fcgi_front_run(const config *cfg, int listen_fd);
+ * return the exit status (0 after a clean stop).  When ready_fd >= 0, one
+ * byte is written to it (and it is closed) once the log is open and the
+ * process serves requests normally: the supervisor retires an old
+ * generation only then.  A process that cannot open the log still serves,
+ * answering 503 until the storage comes back. */
+int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd);
 
 /* Append FastCGI records carrying a response for request `reqid`:
  * FCGI_STDOUT records, the empty FCGI_STDOUT, FCGI_END_REQUEST. */

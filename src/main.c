@@ -32,7 +32,7 @@ static int main_spawned(const char *argv0) {
                    "server's error log\"}\n");
         return 1;
     }
-    return FCGX_IsCGI() ? cgi_front_run(&cfg) : fcgi_front_run(&cfg, 0);
+    return FCGX_IsCGI() ? cgi_front_run(&cfg) : fcgi_front_run(&cfg, 0, -1);
 }
 
 static int main_serve(int argc, char **argv) {

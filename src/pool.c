@@ -218,7 +218,7 @@ static void pool_spawn(pool *p) {
         sa.sa_handler = SIG_DFL;
         sigaction(SIGHUP, &sa, NULL);
         sigaction(SIGCHLD, &sa, NULL);
-        _exit(fcgi_front_run(p->cfg, p->listen_fd));
+        _exit(fcgi_front_run(p->cfg, p->listen_fd, -1));
     }
     s->pid = pid;
     s->gen = p->gen;
