@@ -14,5 +14,6 @@ Suite *request_suite(void);
 Suite *waiters_suite(void);
 Suite *fcgiclient_suite(void);
 Suite *lpload_suite(void);
+Suite *fcgi_proto_suite(void);
 
 #endif
