@@ -1,24 +1,31 @@
-/* fcgi_front.c -- the libfcgi adapter.
+/* fcgi_front.c -- the FastCGI front: accepting threads, and the one path
+ * every connection takes from accept to close.
  *
- * A few accepting threads share the listen socket.  Each accepts a
- * connection itself (so it can stop on SIGTERM and check
- * FCGI_WEB_SERVER_ADDRS), then lets libfcgi read the params and body by
- * handing the fd to FCGX_Accept_r (an FCGX_Request whose ipcFd is already
- * set reads from it; keepConnection=1 stops libfcgi from closing it first).
- *
- * Then libfcgi lets go: FCGX_Free(req, 0) releases its buffers and params
- * (~17 KiB) without closing the connection, and holdfast writes the answer
- * itself as FastCGI records -- at once for most requests, or later from the
- * dispatcher for a parked subscriber, which keeps only its fd, request id
- * and parsed fields (a few hundred bytes).  libfcgi's own close, which can
- * wait 2 s for the peer, is never used.
+ * THE CONNECTION PATH.  A thread accepts (EPOLLEXCLUSIVE: one thread per
+ * connection wakes), checks FCGI_WEB_SERVER_ADDRS, and reads the request
+ * itself, non-blocking, through fcgi_proto.c -- under ONE deadline for the
+ * whole request (FCGI_FRONT_REQUEST_MS from accept), not one per read, so
+ * a peer trickling a byte at a time holds a thread at most that long.
+ * Then exactly one of:
+ *   - the request arrived whole: handler_run() answers it, or it is parked
+ *     with the dispatcher (worker.c), which then owns the connection;
+ *   - it is refused before its body is read (431 params over
+ *     FCGI_FRONT_PARAMS_MAX, 413 body over max_body, any error of the
+ *     route): answered at once, the unread rest is drained;
+ *   - it is not whole by the deadline: 408 if it had begun;
+ *   - it is not FastCGI, was aborted, or the web server left: closed.
+ * An answer is written straight away if the socket takes it and the input
+ * was read to its end; otherwise the dispatcher finishes the write and
+ * drains the input before closing (worker_adopt, THE CLOSING RULE in
+ * worker.c): closing with unread input would reset the connection and the
+ * web server would lose the answer.  No descriptor is ever read or closed
+ * by anyone else: libfcgi, which accepted on its own after a protocol
+ * error, is not used.
  */
 #include "fcgi_front.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fastcgi.h>
-#include <fcgiapp.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -31,17 +38,17 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "fcgi_proto.h"
 #include "handler.h"
 #include "reply.h"
 #include "request.h"
 #include "worker.h"
 
-#define FCGI_FRONT_IO_TIMEOUT_S 10
-#define FCGI_FRONT_RECORD_MAX 65528 /* a multiple of 8 below 65535 */
-#define FCGI_FRONT_DRAIN_MAX (1 << 20)
+#define FCGI_FRONT_REQUEST_MS 10000       /* for a whole request to arrive */
+#define FCGI_FRONT_PARAMS_MAX (64 * 1024) /* bytes of params (431 beyond) */
 
 typedef struct {
     const config *cfg;
@@ -64,30 +71,14 @@ static void fcgi_front_on_signal(int sig) {
     errno = saved;
 }
 
-static void fcgi_front_record(buf *out, int type, uint16_t reqid, const void *data,
-                              size_t len) {
-    FCGI_Header h = {.version = FCGI_VERSION_1,
-                     .type = (unsigned char)type,
-                     .requestIdB1 = (unsigned char)(reqid >> 8),
-                     .requestIdB0 = (unsigned char)reqid,
-                     .contentLengthB1 = (unsigned char)(len >> 8),
-                     .contentLengthB0 = (unsigned char)len};
-    buf_put(out, &h, sizeof h);
-    buf_put(out, data, len);
-}
-
-void fcgi_front_frame(buf *out, uint16_t reqid, const char *data, size_t len) {
-    for (size_t off = 0; off < len; off += FCGI_FRONT_RECORD_MAX) {
-        size_t n = len - off < FCGI_FRONT_RECORD_MAX ? len - off : FCGI_FRONT_RECORD_MAX;
-        fcgi_front_record(out, FCGI_STDOUT, reqid, data + off, n);
-    }
-    fcgi_front_record(out, FCGI_STDOUT, reqid, NULL, 0);
-    FCGI_EndRequestBody end = {.protocolStatus = FCGI_REQUEST_COMPLETE};
-    fcgi_front_record(out, FCGI_END_REQUEST, reqid, &end, sizeof end);
-}
-
 static void fcgi_front_frame_waiter(buf *out, const waiter *w, const char *resp, size_t len) {
-    fcgi_front_frame(out, w->reqid, resp, len);
+    fcgi_proto_frame(out, w->reqid, resp, len);
+}
+
+int fcgi_front_is_listener(int fd) {
+    int v = 0;
+    socklen_t len = sizeof v;
+    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) == 0 && v;
 }
 
 /* Only web servers listed in FCGI_WEB_SERVER_ADDRS may talk to a TCP socket. */
@@ -113,48 +104,119 @@ static int fcgi_front_peer_ok(const fcgi_front *f, int fd) {
     return 0;
 }
 
-/* Blocking write of a whole answer (the socket has a send timeout). */
-static void fcgi_front_write_all(int fd, const buf *out) {
+/* How a request's intake ended (see THE CONNECTION PATH). */
+typedef enum {
+    FCGI_FRONT_WHOLE,   /* arrived whole: answer or park it */
+    FCGI_FRONT_REFUSED, /* answered before its end (resp is built): drain the rest */
+    FCGI_FRONT_LATE,    /* not whole by the deadline */
+    FCGI_FRONT_BROKEN   /* not FastCGI, aborted, or the web server left */
+} fcgi_front_intake;
+
+typedef struct {
+    fcgi_front *f;
+    handler h;
+    fcgi_proto p;
+    request r;
+    int parsed;  /* r holds this request (its params are complete) */
+    int clean;   /* every byte the web server sent was read */
+    buf out, resp;
+    unsigned char in[16384];
+} fcgi_front_thread;
+
+/* Write b now, waiting for the socket at most until deadline: 0 when all
+ * of it went out. */
+static int fcgi_front_write_by(int fd, const buf *b, int64_t deadline) {
     size_t off = 0;
-    while (off < out->len) {
-        ssize_t n = write(fd, out->p + off, out->len - off);
-        if (n < 0 && errno == EINTR)
+    while (off < b->len) {
+        ssize_t n = write(fd, b->p + off, b->len - off);
+        if (n > 0) {
+            off += (size_t)n;
             continue;
-        if (n <= 0)
-            return;
-        off += (size_t)n;
-    }
-}
-
-/* Read the body into body (at most max_body; -1 if larger, -2 on error). */
-static int fcgi_front_read_body(FCGX_Request *req, buf *body, int64_t max) {
-    char tmp[8192];
-    int n;
-    buf_reset(body);
-    while ((n = FCGX_GetStr(tmp, sizeof tmp, req->in)) > 0) {
-        if ((int64_t)(body->len + (size_t)n) > max)
+        }
+        int64_t left = deadline - clock_mono_ms();
+        if (n == 0 || (errno != EAGAIN && errno != EINTR) || left <= 0)
             return -1;
-        buf_put(body, tmp, (size_t)n);
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        poll(&pfd, 1, (int)left);
     }
-    return FCGX_GetError(req->in) || body->oom ? -2 : 0;
+    return 0;
 }
 
-/* Read and discard stdin up to its end, so closing never resets the peer. */
-static void fcgi_front_drain(FCGX_Request *req) {
-    char tmp[4096];
-    int n, total = 0;
-    while (total < FCGI_FRONT_DRAIN_MAX && (n = FCGX_GetStr(tmp, sizeof tmp, req->in)) > 0)
-        total += n;
+/* The params are complete: parse them, or refuse the request now. */
+static fcgi_front_intake fcgi_front_params(fcgi_front_thread *t) {
+    request_limits lim = handler_limits(t->f->cfg);
+    if (t->p.params_over) {
+        reply_error(&t->resp, 431, NULL, "headers_too_large",
+                    "the request's headers and parameters exceed 64 KiB", 0);
+        return FCGI_FRONT_REFUSED;
+    }
+    request_parse(&t->r, t->p.envp, &lim);
+    t->parsed = 1;
+    if (t->r.route != ROUTE_ERROR)
+        return FCGI_FRONT_WHOLE; /* so far: the body is still to come */
+    handler_run(&t->h, &t->r, NULL, 0, &t->resp, NULL, NULL);
+    return FCGI_FRONT_REFUSED;
+}
+
+/* Feed got bytes of t->in to the reader; FCGI_FRONT_WHOLE with *more set
+ * when it wants more. */
+static fcgi_front_intake fcgi_front_feed(fcgi_front_thread *t, int fd, size_t got,
+                                         int64_t deadline, int *more) {
+    fcgi_proto *p = &t->p;
+    *more = 0;
+    for (size_t off = 0; off < got;) {
+        size_t used;
+        fcgi_proto_event ev = fcgi_proto_feed(p, t->in + off, got - off, &used);
+        off += used;
+        if (p->reply.len) { /* management answers: small, and rare */
+            fcgi_front_write_by(fd, &p->reply, deadline);
+            buf_reset(&p->reply);
+        }
+        if (ev == FCGI_PROTO_PARAMS && fcgi_front_params(t) == FCGI_FRONT_REFUSED)
+            return FCGI_FRONT_REFUSED;
+        if (ev == FCGI_PROTO_ABORT || ev == FCGI_PROTO_ERROR)
+            return FCGI_FRONT_BROKEN;
+        if (p->body_over) { /* before DONE: a handler never sees a cut body */
+            reply_error(&t->resp, 413, reply_cors(t->f->cfg, t->r.origin), "body_too_large",
+                        "the body exceeds max_body", 0);
+            t->clean = ev == FCGI_PROTO_DONE && off == got;
+            return FCGI_FRONT_REFUSED;
+        }
+        if (ev == FCGI_PROTO_DONE) {
+            t->clean = off == got;
+            return FCGI_FRONT_WHOLE;
+        }
+    }
+    *more = 1;
+    return FCGI_FRONT_WHOLE;
+}
+
+/* Read the request until it is whole, refused, late or broken. */
+static fcgi_front_intake fcgi_front_read(fcgi_front_thread *t, int fd, int64_t deadline) {
+    for (;;) {
+        ssize_t got = read(fd, t->in, sizeof t->in);
+        if (got > 0) {
+            int more;
+            fcgi_front_intake res = fcgi_front_feed(t, fd, (size_t)got, deadline, &more);
+            if (!more)
+                return res;
+            continue;
+        }
+        if (got == 0 || (errno != EAGAIN && errno != EINTR))
+            return FCGI_FRONT_BROKEN;
+        int64_t left = deadline - clock_mono_ms();
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (left <= 0 || (poll(&pfd, 1, (int)left) == 0 && clock_mono_ms() >= deadline))
+            return FCGI_FRONT_LATE;
+    }
 }
 
 /* Park a subscriber; 0, or -1 when the dispatcher is full (answer 503). */
 static int fcgi_front_park(fcgi_front *f, const request *r, int fd, uint16_t reqid,
                            int64_t cursor, const char *epoch) {
-    struct timespec ts;
     waiter *w = waiter_new(r->channels, r->nchannels);
     if (!w)
         return -1;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     w->fd = fd;
     w->reqid = reqid;
     w->format = (uint8_t)r->format;
@@ -162,63 +224,72 @@ static int fcgi_front_park(fcgi_front *f, const request *r, int fd, uint16_t req
     memcpy(w->epoch, epoch, sizeof w->epoch);
     w->limit = r->limit;
     w->cors = reply_cors(f->cfg, r->origin);
-    w->deadline_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + r->timeout_s * 1000LL;
+    w->deadline_ms = clock_mono_ms() + r->timeout_s * 1000LL;
     if (worker_park(f->wk, w) == 0)
         return 0;
     waiter_free(w);
     return -1;
 }
 
-typedef struct {
-    fcgi_front *f;
-    handler h;
-    FCGX_Request req; /* never moved: libfcgi's streams point back at it */
-    request r;
-    buf out, body, resp;
-} fcgi_front_thread;
+/* Send t->resp and close: at once when the socket takes it all and the
+ * input was read to its end, else through the dispatcher. */
+static void fcgi_front_answer(fcgi_front_thread *t, int fd) {
+    buf_reset(&t->out);
+    fcgi_proto_frame(&t->out, t->p.reqid, t->resp.p, t->resp.len);
+    ssize_t n = t->out.oom ? -1 : write(fd, t->out.p, t->out.len);
+    size_t off = n > 0 ? (size_t)n : 0;
+    if (off == t->out.len && t->clean) {
+        close(fd);
+        return;
+    }
+    waiter *w = n < 0 && errno != EAGAIN ? NULL : waiter_new(NULL, 0);
+    buf *pending = w ? malloc(sizeof *pending) : NULL;
+    if (!pending) {
+        waiter_free(w);
+        close(fd);
+        return;
+    }
+    *pending = t->out; /* the dispatcher takes the buffer over */
+    buf_init(&t->out);
+    w->fd = fd;
+    w->pending = pending;
+    w->pending_off = off;
+    w->linger = !t->clean;
+    if (worker_adopt(t->f->wk, w) != 0) {
+        buf_free(pending);
+        free(pending);
+        waiter_free(w);
+        close(fd);
+    }
+}
 
-/* One connection: read the request, answer or park it. */
+/* One connection, from accept to close (or to the dispatcher). */
 static void fcgi_front_serve(fcgi_front_thread *t, int fd) {
     fcgi_front *f = t->f;
-    request_limits lim = handler_limits(f->cfg);
-    FCGX_InitRequest(&t->req, f->listen_fd, 0);
-    t->req.ipcFd = fd;
-    t->req.keepConnection = 1;
-    if (FCGX_Accept_r(&t->req) < 0) {
-        FCGX_Free(&t->req, 1); /* libfcgi closed or will close the fd */
-        return;
-    }
-    uint16_t reqid = (uint16_t)t->req.requestId;
+    int64_t deadline = clock_mono_ms() + FCGI_FRONT_REQUEST_MS;
+    fcgi_proto_init(&t->p, FCGI_FRONT_PARAMS_MAX, (size_t)f->cfg->max_body);
+    t->parsed = t->clean = 0;
+    buf_reset(&t->resp);
+    fcgi_front_intake res = fcgi_front_read(t, fd, deadline);
+    const char *cors = t->parsed ? reply_cors(f->cfg, t->r.origin) : NULL;
     int64_t cursor = 0;
     char epoch[MSGLOG_EPOCH_LEN + 1];
-    request_route route = request_parse(&t->r, t->req.envp, &lim);
-    buf_reset(&t->resp);
-    int got = 0;
-    if (route == ROUTE_PUB)
-        got = fcgi_front_read_body(&t->req, &t->body, f->cfg->max_body);
-    else
-        fcgi_front_drain(&t->req);
-    handler_result res = HANDLER_DONE;
-    const char *cors = reply_cors(f->cfg, t->r.origin);
-    if (got == -1)
-        reply_error(&t->resp, 413, cors, "body_too_large", "the body exceeds max_body", 0);
-    else if (got < 0)
-        reply_error(&t->resp, 400, cors, "bad_body", "the body could not be read", 0);
-    else
-        res = handler_run(&t->h, &t->r, t->body.p, t->body.len, &t->resp, &cursor, epoch);
-    if (res == HANDLER_PARK && fcgi_front_park(f, &t->r, fd, reqid, cursor, epoch) != 0) {
-        res = HANDLER_DONE;
+    if (res == FCGI_FRONT_BROKEN || (res == FCGI_FRONT_LATE && !t->p.begun)) {
+        close(fd);
+    } else if (res == FCGI_FRONT_LATE) {
+        reply_error(&t->resp, 408, cors, "request_timeout",
+                    "the request did not arrive whole within 10 s", 0);
+        fcgi_front_answer(t, fd);
+    } else if (res == FCGI_FRONT_REFUSED) {
+        fcgi_front_answer(t, fd);
+    } else if (handler_run(&t->h, &t->r, t->p.body.p, t->p.body.len, &t->resp, &cursor,
+                           epoch) == HANDLER_DONE) {
+        fcgi_front_answer(t, fd);
+    } else if (fcgi_front_park(f, &t->r, fd, t->p.reqid, cursor, epoch) != 0) {
         reply_error(&t->resp, 503, cors, "full", "this worker holds max_parked subscribers", 1);
+        fcgi_front_answer(t, fd);
     }
-    /* Let libfcgi go without closing: the fd is ours (or the dispatcher's). */
-    FCGX_Free(&t->req, 0);
-    t->req.ipcFd = -1;
-    if (res == HANDLER_PARK)
-        return;
-    buf_reset(&t->out);
-    fcgi_front_frame(&t->out, reqid, t->resp.p, t->resp.len);
-    fcgi_front_write_all(fd, &t->out);
-    close(fd);
+    fcgi_proto_free(&t->p); /* r pointed into it: done with both */
 }
 
 /* Wait for a connection or the stop signal.  Each thread has its own epoll
@@ -244,7 +315,6 @@ static int fcgi_front_wait(int ep) {
 static void *fcgi_front_thread_main(void *arg) {
     fcgi_front_thread *t = arg;
     fcgi_front *f = t->f;
-    struct timeval tv = {FCGI_FRONT_IO_TIMEOUT_S, 0};
     struct epoll_event lev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0};
     struct epoll_event sev = {.events = EPOLLIN, .data.u32 = 1};
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -256,7 +326,7 @@ static void *fcgi_front_thread_main(void *arg) {
         return NULL;
     }
     while (fcgi_front_wait(ep)) {
-        int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
                 poll(NULL, 0, 20); /* out of descriptors: let some go */
@@ -266,27 +336,31 @@ static void *fcgi_front_thread_main(void *arg) {
             close(fd);
             continue;
         }
-        /* A web server that stalls mid-request holds a thread at most this
-         * long (unix sockets do not inherit these from the listener). */
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         fcgi_front_serve(t, fd);
     }
     close(ep);
     return NULL;
 }
 
+/* Handlers first, then let the signals in: a supervisor forks its workers
+ * with them blocked, so a SIGTERM sent at once is not lost. */
 static void fcgi_front_signals(void) {
     struct sigaction sa;
+    sigset_t set;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = fcgi_front_on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL); /* what libfcgi would treat as shutdown */
+    sigaction(SIGUSR1, &sa, NULL); /* how mod_fcgid and lighttpd ask for a stop, too */
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
 /* Start the accepting threads; returns how many started. */
@@ -298,12 +372,10 @@ static int fcgi_front_start_threads(fcgi_front *f, fcgi_front_thread *ts, pthrea
         fcgi_front_thread *t = &ts[i];
         t->f = f;
         buf_init(&t->out);
-        buf_init(&t->body);
         buf_init(&t->resp);
-        if (handler_open(&t->h, f->cfg, f->counters, err, sizeof err)) {
-            fprintf(stderr, "holdfast[%d]: %s\n", (int)getpid(), err);
-            break;
-        }
+        /* A log that cannot be opened yet is not fatal: the handler says
+         * 503 and tries again (the dispatcher has logged why). */
+        handler_open(&t->h, f->cfg, f->counters, err, sizeof err);
         if (pthread_create(&tids[i], NULL, fcgi_front_thread_main, t) != 0) {
             handler_close(&t->h);
             break;
@@ -344,8 +416,7 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd) {
     if (f.stop_fd < 0)
         return 1;
     fcgi_front_raise_nofile();
-    fcgi_front_signals(); /* before FCGX_Init, which keeps handlers it finds */
-    FCGX_Init();
+    fcgi_front_signals();
     fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
     if (worker_start(&f.wk, cfg, counters, fcgi_front_frame_waiter, err, sizeof err)) {
         fprintf(stderr, "holdfast[%d]: %s\n", (int)getpid(), err);
@@ -360,23 +431,25 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd) {
     fcgi_front_thread *ts = calloc((size_t)n, sizeof *ts);
     pthread_t *tids = calloc((size_t)n, sizeof *tids);
     int started = ts && tids ? fcgi_front_start_threads(&f, ts, tids, n) : 0;
-    if (started > 0 && ready_fd >= 0) {
-        char one = 1;
-        if (write(ready_fd, &one, 1) < 0)
-            perror("holdfast: ready");
+    /* Serve until stopped; say ready once the dispatcher has the log. */
+    for (struct pollfd p = {f.stop_fd, POLLIN, 0}; started > 0;) {
+        if (ready_fd >= 0 && worker_ready(f.wk)) {
+            char one = 1;
+            if (write(ready_fd, &one, 1) < 0)
+                perror("holdfast: ready");
+            close(ready_fd);
+            ready_fd = -1;
+        }
+        int rc = poll(&p, 1, ready_fd >= 0 ? 100 : -1);
+        if (rc > 0 || (rc < 0 && errno != EINTR))
+            break;
     }
     if (ready_fd >= 0)
         close(ready_fd);
-    if (started > 0) {
-        struct pollfd p = {f.stop_fd, POLLIN, 0};
-        while (poll(&p, 1, -1) < 0 && errno == EINTR)
-            ;
-    }
     for (int i = 0; i < started; i++) {
         pthread_join(tids[i], NULL);
         handler_close(&ts[i].h);
         buf_free(&ts[i].out);
-        buf_free(&ts[i].body);
         buf_free(&ts[i].resp);
     }
     worker_stop(f.wk); /* answers every parked subscriber */

@@ -1,5 +1,5 @@
-/* fcgi_front.h -- the FastCGI front: accept connections, read a request's
- * params and body with libfcgi, answer or park it. */
+/* fcgi_front.h -- the FastCGI front: accept connections, read each
+ * request whole under one deadline, answer or park it, close. */
 #ifndef HOLDFAST_FCGI_FRONT_H
 #define HOLDFAST_FCGI_FRONT_H
 
@@ -18,8 +18,8 @@
  * answering 503 until the storage comes back. */
 int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd);
 
-/* Append FastCGI records carrying a response for request `reqid`:
- * FCGI_STDOUT records, the empty FCGI_STDOUT, FCGI_END_REQUEST. */
-void fcgi_front_frame(buf *out, uint16_t reqid, const char *data, size_t len);
+/* 1 if fd is a listening socket: how a program spawned by a web server
+ * tells FastCGI (a listener on fd 0) from CGI. */
+int fcgi_front_is_listener(int fd);
 
 #endif

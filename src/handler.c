@@ -4,6 +4,7 @@
 #include "handler.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,14 +12,26 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "reply.h"
 
 #define HANDLER_DB_CHECK_MS 1000
+#define HANDLER_STORAGE_RETRY_MS 1000
+#define HANDLER_STALL_MS 100 /* a write lock held this long is stuck */
 
 /* One writer per process at a time: threads of one worker queue here instead
  * of in SQLite's busy handler, whose sleeps (1, 2, 5 ms...) would add
- * latency to every contended publish.  Processes still contend in SQLite. */
+ * latency to every contended publish.  Processes still contend in SQLite.
+ *
+ * THE WRITE GATE.  A publish waits for the lock and for SQLite together at
+ * most busy_timeout_ms (one deadline, not one per wait), then answers 503.
+ * While the holder has been stuck for HANDLER_STALL_MS (another program
+ * holds the database's write lock), at most threads - 1 publishes wait:
+ * the next ones get their 503 at once, so one thread is always left for
+ * subscribes, /health and /stats. */
 static pthread_mutex_t handler_write_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int handler_writers;        /* waiting for or holding the lock */
+static _Atomic int64_t handler_held_since; /* mono ms the holder took it, 0 = free */
 
 _Static_assert(sizeof(handler_counters) == WAKE_SLOT_VALUES * sizeof(int64_t),
                "handler_counters must fit a wake slot exactly");
@@ -33,12 +46,6 @@ request_limits handler_limits(const config *cfg) {
                             .poll_timeout_s = cfg->poll_timeout_s,
                             .max_poll_timeout_s = cfg->max_poll_timeout_s,
                             .batch_limit = cfg->batch_limit};
-}
-
-static int64_t handler_mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int handler_open_log(handler *h, char *err, size_t errlen) {
@@ -58,8 +65,22 @@ static int handler_open_log(handler *h, char *err, size_t errlen) {
         h->dev = st.st_dev;
         h->ino = st.st_ino;
     }
-    h->checked_ms = handler_mono_ms();
+    h->checked_ms = clock_mono_ms();
     return 0;
+}
+
+/* Open the log, then the wake file; both or neither. */
+static int handler_open_storage(handler *h) {
+    int rc = handler_open_log(h, h->err, sizeof h->err);
+    if (rc == 0 && (rc = wake_open(&h->wk, h->cfg->db, h->err, sizeof h->err)) != 0) {
+        msglog_close(h->log);
+        h->log = NULL;
+        h->wk = NULL;
+    }
+    if (rc == 0)
+        h->err[0] = '\0';
+    h->retry_ms = clock_mono_ms() + HANDLER_STORAGE_RETRY_MS;
+    return rc;
 }
 
 int handler_open(handler *h, const config *cfg, handler_counters *counters, char *err,
@@ -67,9 +88,9 @@ int handler_open(handler *h, const config *cfg, handler_counters *counters, char
     memset(h, 0, sizeof *h);
     h->cfg = cfg;
     h->counters = counters;
-    int rc = handler_open_log(h, err, errlen);
-    if (rc == 0 && (rc = wake_open(&h->wk, cfg->db, err, errlen)))
-        msglog_close(h->log);
+    int rc = handler_open_storage(h);
+    if (rc)
+        snprintf(err, errlen, "%s", h->err);
     return rc;
 }
 
@@ -80,14 +101,31 @@ void handler_close(handler *h) {
     h->wk = NULL;
 }
 
-int handler_check_db(handler *h, int force) {
-    struct stat st;
-    int64_t now = handler_mono_ms();
-    if (!force && now - h->checked_ms < HANDLER_DB_CHECK_MS)
+int handler_storage(handler *h) {
+    if (h->log)
         return 0;
+    if (clock_mono_ms() < h->retry_ms)
+        return -EAGAIN;
+    char before[sizeof h->err];
+    memcpy(before, h->err, sizeof before);
+    int rc = handler_open_storage(h);
+    if (rc == 0)
+        fprintf(stderr, "holdfast[%d]: the log %s is open again\n", (int)getpid(), h->cfg->db);
+    else if (strcmp(before, h->err) != 0)
+        fprintf(stderr, "holdfast[%d]: %s\n", (int)getpid(), h->err);
+    return rc;
+}
+
+handler_db handler_check_db(handler *h, int force) {
+    struct stat st;
+    int64_t now = clock_mono_ms();
+    if (!h->log)
+        return handler_storage(h) == 0 ? HANDLER_DB_REOPENED : HANDLER_DB_FAILED;
+    if (!force && now - h->checked_ms < HANDLER_DB_CHECK_MS)
+        return HANDLER_DB_SAME;
     h->checked_ms = now;
     if (stat(h->cfg->db, &st) == 0 && st.st_dev == h->dev && st.st_ino == h->ino)
-        return 0;
+        return HANDLER_DB_SAME;
     /* Replaced (or removed): open what is there now; a new file gets a new
      * epoch, and every cursor of the old one is answered with a reset. */
     char err[512];
@@ -96,10 +134,10 @@ int handler_check_db(handler *h, int force) {
     if (rc) {
         h->log = old;
         fprintf(stderr, "holdfast[%d]: reopening %s: %s\n", (int)getpid(), h->cfg->db, err);
-        return rc;
+        return HANDLER_DB_FAILED;
     }
     msglog_close(old);
-    return 1;
+    return HANDLER_DB_REOPENED;
 }
 
 void handler_count_answer(handler_counters *counters, const msglog_batch *b,
@@ -202,6 +240,40 @@ static int handler_pub_auth(const handler *h, const request *r) {
     return 403;
 }
 
+/* Append e under THE WRITE GATE: 0 or msglog's code, -ETIMEDOUT when the
+ * lock was not had within busy_timeout_ms, -EBUSY when the gate is full. */
+static int handler_append(handler *h, const msglog_entry *e, msglog_ack *ack) {
+    int64_t start = clock_mono_ms(), since = atomic_load(&handler_held_since);
+    int limit = h->cfg->threads > 1 ? h->cfg->threads - 1 : 1;
+    if (atomic_fetch_add(&handler_writers, 1) >= limit && since &&
+        start - since >= HANDLER_STALL_MS) {
+        atomic_fetch_sub(&handler_writers, 1);
+        return -EBUSY;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += h->cfg->busy_timeout_ms / 1000;
+    until.tv_nsec += (long)(h->cfg->busy_timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int rc = pthread_mutex_timedlock(&handler_write_lock, &until);
+    if (rc) {
+        atomic_fetch_sub(&handler_writers, 1);
+        return -ETIMEDOUT;
+    }
+    int64_t now = clock_mono_ms();
+    atomic_store(&handler_held_since, now);
+    int64_t left = h->cfg->busy_timeout_ms - (now - start);
+    msglog_set_busy_timeout(h->log, left > 1 ? (int)left : 1);
+    rc = msglog_append(h->log, e, ack);
+    atomic_store(&handler_held_since, 0);
+    pthread_mutex_unlock(&handler_write_lock);
+    atomic_fetch_sub(&handler_writers, 1);
+    return rc;
+}
+
 static handler_result handler_pub(handler *h, const request *r, const void *body, size_t len,
                                   buf *out) {
     const char *cors = reply_cors(h->cfg, r->origin);
@@ -222,9 +294,16 @@ static handler_result handler_pub(handler *h, const request *r, const void *body
     msglog_entry e = {.channel = r->channel, .type = r->content_type, .body = body, .len = len,
                       .key = r->key, .idem = r->idem};
     msglog_ack ack;
-    pthread_mutex_lock(&handler_write_lock);
-    int rc = msglog_append(h->log, &e, &ack);
-    pthread_mutex_unlock(&handler_write_lock);
+    int rc = handler_append(h, &e, &ack);
+    if (rc == -EBUSY || rc == -ETIMEDOUT) {
+        reply_error(out, 503, cors, "busy",
+                    "the database is locked by another writer beyond busy_timeout_ms", 1);
+        return HANDLER_DONE;
+    }
+    if (rc == -EEXIST) {
+        reply_error(out, 422, cors, "idempotency_key_reused", msglog_errmsg(h->log), 0);
+        return HANDLER_DONE;
+    }
     if (rc) {
         fprintf(stderr, "holdfast[%d]: publish to %s failed: %s\n", (int)getpid(), r->channel,
                 msglog_errmsg(h->log));
@@ -245,82 +324,110 @@ static handler_result handler_pub(handler *h, const request *r, const void *body
     return HANDLER_DONE;
 }
 
-/* Sum the counters of every live worker (and list them), or report just
- * this process's when it has no slot (CGI). */
-typedef struct {
-    int64_t parked, publishes, deliveries, answered, timeouts, left, refused;
-} handler_totals;
+/* THE COUNTERS, once: every output (/stats, /metrics, the per-worker list)
+ * walks this table.  `cumulative` ones are totals that must not drop when
+ * a worker is replaced: a dead worker's are folded into the wake file's
+ * retired totals. */
+static const struct {
+    const char *json, *worker_json, *metric, *help;
+    size_t off;
+    int cumulative;
+} handler_counter_defs[] = {
+#define HC(f, w, m, h, c) {#f, w, m, h, offsetof(handler_counters, f), c}
+    HC(parked, "waiting", "holdfast_parked", "subscribers waiting now", 0),
+    HC(publishes, "publishes", "holdfast_publishes_total", "messages appended", 1),
+    HC(deliveries, "deliveries", "holdfast_deliveries_total", "messages sent, per subscriber", 1),
+    HC(answered, "answered", "holdfast_answers_total", "subscribe answers sent", 1),
+    HC(timeouts, "timeouts", "holdfast_timeouts_total", "subscribe answers with no message", 1),
+    HC(left, "left", "holdfast_left_total", "parked subscribers whose client left", 1),
+    HC(refused, "refused", "holdfast_refused_total", "503 answers of a full worker", 1),
+#undef HC
+};
+#define HANDLER_NCOUNTERS (sizeof handler_counter_defs / sizeof handler_counter_defs[0])
+_Static_assert(HANDLER_NCOUNTERS == WAKE_SLOT_VALUES, "one table entry per counter");
 
-static void handler_add(handler_totals *t, const handler_counters *c) {
-    t->parked += c->parked;
-    t->publishes += c->publishes;
-    t->deliveries += c->deliveries;
-    t->answered += c->answered;
-    t->timeouts += c->timeouts;
-    t->left += c->left;
-    t->refused += c->refused;
+static int64_t handler_counter(const handler_counters *c, size_t k) {
+    return atomic_load((_Atomic int64_t *)((char *)c + handler_counter_defs[k].off));
 }
 
-static void handler_workers_json(handler *h, buf *b, handler_totals *t) {
+static uint32_t handler_cumulative_mask(void) {
+    uint32_t mask = 0;
+    for (size_t k = 0; k < HANDLER_NCOUNTERS; k++)
+        mask |= (uint32_t)handler_counter_defs[k].cumulative << k;
+    return mask;
+}
+
+/* Sum the counters of every live worker and the retired totals into t,
+ * and list the workers into b; just this process's counters when it has
+ * no slot (CGI). */
+static void handler_workers_json(handler *h, buf *b, int64_t t[HANDLER_NCOUNTERS]) {
     const wake_slot *slots = wake_slots(h->wk);
     int n = 0;
+    wake_fold_dead(h->wk, handler_cumulative_mask());
+    for (size_t k = 0; k < HANDLER_NCOUNTERS; k++)
+        t[k] = wake_retired(h->wk, k);
     buf_puts(b, "\"workers\":[");
     for (size_t i = 0; i < WAKE_SLOTS; i++) {
         if (!wake_slot_alive(&slots[i]))
             continue;
         const handler_counters *c = handler_counters_of((wake_slot *)&slots[i]);
-        handler_add(t, c);
-        buf_printf(b, "%s{\"pid\":%d,\"waiting\":%lld,\"publishes\":%lld,\"deliveries\":%lld}",
-                   n++ ? "," : "", (int)slots[i].pid, (long long)c->parked,
-                   (long long)c->publishes, (long long)c->deliveries);
+        buf_printf(b, "%s{\"pid\":%d", n++ ? "," : "", (int)slots[i].pid);
+        for (size_t k = 0; k < HANDLER_NCOUNTERS; k++) {
+            int64_t v = handler_counter(c, k);
+            t[k] += v;
+            buf_printf(b, ",\"%s\":%lld", handler_counter_defs[k].worker_json, (long long)v);
+        }
+        buf_putc(b, '}');
     }
     buf_puts(b, "]");
     if (n == 0)
-        handler_add(t, h->counters);
+        for (size_t k = 0; k < HANDLER_NCOUNTERS; k++)
+            t[k] += handler_counter(h->counters, k);
 }
 
 static void handler_stats(handler *h, const request *r, buf *out) {
     msglog_stats st;
     const char *cors = reply_cors(h->cfg, r->origin);
+    handler_check_db(h, 1); /* report the file at cfg->db, not a removed one */
     if (msglog_stats_get(h->log, &st)) {
         reply_error(out, 503, cors, "unavailable", msglog_errmsg(h->log), 1);
         return;
     }
-    handler_totals t = {0};
+    int64_t t[HANDLER_NCOUNTERS];
+    const char *durability = msglog_synchronous(h->log) >= 2 ? "full" : "normal";
     buf w, b;
     buf_init(&w);
     buf_init(&b);
-    handler_workers_json(h, &w, &t);
+    handler_workers_json(h, &w, t);
     if (r->route == ROUTE_STATS) {
         buf_printf(&b,
                    "{\"head\":%lld,\"epoch\":\"%s\",\"messages\":%lld,\"channels\":%lld,"
-                   "\"bytes\":%lld,\"pid\":%d,\"parked\":%lld,\"publishes\":%lld,"
-                   "\"deliveries\":%lld,\"answered\":%lld,\"timeouts\":%lld,\"left\":%lld,"
-                   "\"refused\":%lld,",
+                   "\"bytes\":%lld,\"durability\":\"%s\",\"pid\":%d",
                    (long long)st.head, st.epoch, (long long)st.messages,
-                   (long long)st.channels, (long long)st.bytes, (int)getpid(),
-                   (long long)t.parked, (long long)t.publishes, (long long)t.deliveries,
-                   (long long)t.answered, (long long)t.timeouts, (long long)t.left,
-                   (long long)t.refused);
+                   (long long)st.channels, (long long)st.bytes, durability, (int)getpid());
+        for (size_t k = 0; k < HANDLER_NCOUNTERS; k++)
+            buf_printf(&b, ",\"%s\":%lld", handler_counter_defs[k].json, (long long)t[k]);
+        buf_putc(&b, ',');
         buf_put(&b, w.p, w.len);
         buf_puts(&b, "}\n");
         reply_json(out, 200, cors, b.p, b.len);
     } else {
-        buf_printf(&b,
-                   "# TYPE holdfast_head gauge\nholdfast_head %lld\n"
-                   "# TYPE holdfast_messages gauge\nholdfast_messages %lld\n"
-                   "# TYPE holdfast_channels gauge\nholdfast_channels %lld\n"
-                   "# TYPE holdfast_bytes gauge\nholdfast_bytes %lld\n"
-                   "# TYPE holdfast_parked gauge\nholdfast_parked %lld\n"
-                   "# TYPE holdfast_publishes_total counter\nholdfast_publishes_total %lld\n"
-                   "# TYPE holdfast_deliveries_total counter\nholdfast_deliveries_total %lld\n"
-                   "# TYPE holdfast_answers_total counter\nholdfast_answers_total %lld\n"
-                   "# TYPE holdfast_timeouts_total counter\nholdfast_timeouts_total %lld\n"
-                   "# TYPE holdfast_refused_total counter\nholdfast_refused_total %lld\n",
-                   (long long)st.head, (long long)st.messages, (long long)st.channels,
-                   (long long)st.bytes, (long long)t.parked, (long long)t.publishes,
-                   (long long)t.deliveries, (long long)t.answered, (long long)t.timeouts,
-                   (long long)t.refused);
+        const struct {
+            const char *name;
+            int64_t v;
+        } gauges[] = {{"holdfast_head", st.head},
+                      {"holdfast_messages", st.messages},
+                      {"holdfast_channels", st.channels},
+                      {"holdfast_bytes", st.bytes}};
+        for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++)
+            buf_printf(&b, "# TYPE %s gauge\n%s %lld\n", gauges[i].name, gauges[i].name,
+                       (long long)gauges[i].v);
+        for (size_t k = 0; k < HANDLER_NCOUNTERS; k++)
+            buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n",
+                       handler_counter_defs[k].metric, handler_counter_defs[k].help,
+                       handler_counter_defs[k].metric,
+                       handler_counter_defs[k].cumulative ? "counter" : "gauge",
+                       handler_counter_defs[k].metric, (long long)t[k]);
         reply_body(out, 200, cors, "text/plain; version=0.0.4", b.p, b.len);
     }
     buf_free(&w);
@@ -330,6 +437,10 @@ static void handler_stats(handler *h, const request *r, buf *out) {
 handler_result handler_run(handler *h, const request *r, const void *body, size_t len, buf *out,
                            int64_t *cursor, char epoch[MSGLOG_EPOCH_LEN + 1]) {
     const char *cors = reply_cors(h->cfg, r->origin);
+    if (r->route != ROUTE_PREFLIGHT && r->route != ROUTE_ERROR && handler_storage(h) != 0) {
+        reply_error(out, 503, cors, "unavailable", h->err, 1);
+        return HANDLER_DONE;
+    }
     switch (r->route) {
     case ROUTE_SUB:
         if (r->format == FORMAT_SSE) {
@@ -342,7 +453,8 @@ handler_result handler_run(handler *h, const request *r, const void *body, size_
     case ROUTE_PUB:
         return handler_pub(h, r, body, len, out);
     case ROUTE_HEALTH:
-        if (msglog_head(h->log) < 0)
+        /* The file at cfg->db, not whatever this handle has open. */
+        if (handler_check_db(h, 1) == HANDLER_DB_FAILED || msglog_head(h->log) < 0)
             reply_error(out, 503, cors, "unavailable", "the log is not readable", 1);
         else
             reply_body(out, 200, cors, "text/plain", "ok\n", 3);

@@ -2,7 +2,11 @@
  * CGI) that carried the request.
  *
  * Lifecycle: handler_open() per thread (it owns one SQLite connection),
- * handler_run() per request, handler_close().  A subscribe with nothing to
+ * handler_run() per request, handler_close().  A handler whose storage
+ * (the log and the wake file) cannot be opened still answers: 503 with
+ * the reason and Retry-After, trying again at most once a second, so a
+ * worker outlives a full disk, a read-only or missing database, and
+ * serves again by itself once the cause is gone.  A subscribe with nothing to
  * deliver returns HANDLER_PARK with the concrete cursor to wait from; the
  * caller parks it (worker.c) or blocks on it (cgi_front.c).
  */
@@ -40,24 +44,40 @@ handler_counters *handler_counters_of(wake_slot *slot);
 typedef struct {
     const config *cfg;
     handler_counters *counters;
-    msglog *log;
-    wake *wk;
+    msglog *log;      /* NULL while the storage is unavailable */
+    wake *wk;         /* NULL exactly when log is */
     dev_t dev;
     ino_t ino;
     int64_t checked_ms;
+    int64_t retry_ms;  /* when the storage may be tried again */
+    char err[384];     /* why the storage is unavailable */
 } handler;
+
+/* What handler_check_db found. */
+typedef enum {
+    HANDLER_DB_SAME = 0,  /* the file open is the one at cfg->db */
+    HANDLER_DB_REOPENED,  /* it was replaced: the new one is open now */
+    HANDLER_DB_FAILED     /* replaced or gone, and cannot be opened */
+} handler_db;
 
 /* The request limits of a configuration. */
 request_limits handler_limits(const config *cfg);
 
-/* Open this thread's log connection and wake mapping. */
+/* Set up h and open this thread's log connection and wake mapping: 0, or
+ * a negative errno with the reason in err -- h is usable either way (see
+ * above) and must be closed with handler_close(). */
 int handler_open(handler *h, const config *cfg, handler_counters *counters, char *err,
                  size_t errlen);
 void handler_close(handler *h);
 
-/* Reopen the log if the file at cfg->db was replaced (checked at most once a
- * second unless force): 1 if reopened, 0 if not, <0 on error. */
-int handler_check_db(handler *h, int force);
+/* 0 when the log and the wake file are open, trying to open them if they
+ * are not and a second has passed since the last try; else a negative
+ * errno, with the reason in h->err. */
+int handler_storage(handler *h);
+
+/* Reopen the log if the file at cfg->db was replaced or removed (checked
+ * at most once a second unless force). */
+handler_db handler_check_db(handler *h, int force);
 
 /* Answer r into out (a complete CGI-style response), or return HANDLER_PARK
  * with *cursor and epoch set to where the subscriber waits from. */

@@ -5,7 +5,6 @@
  *   holdfast serve ...        pre-forked pool on its own socket (pool.c)
  *   holdfast publish|tail|stats|prune ...   the command line (cli.c)
  */
-#include <fcgiapp.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,13 +25,13 @@ static int main_spawned(const char *argv0) {
         return cli_main(1, (char *[]){(char *)argv0, NULL});
     if (config_load(&cfg, NULL, argv0, err, sizeof err)) {
         fprintf(stderr, "holdfast: %s\n", err);
-        if (FCGX_IsCGI())
+        if (!fcgi_front_is_listener(0))
             printf("Status: 500 Internal Server Error\r\nContent-Type: application/json\r\n"
                    "\r\n{\"error\":\"config\",\"detail\":\"holdfast.conf is invalid; see the "
                    "server's error log\"}\n");
         return 1;
     }
-    return FCGX_IsCGI() ? cgi_front_run(&cfg) : fcgi_front_run(&cfg, 0, -1);
+    return !fcgi_front_is_listener(0) ? cgi_front_run(&cfg) : fcgi_front_run(&cfg, 0, -1);
 }
 
 static int main_serve(int argc, char **argv) {

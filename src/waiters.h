@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "msglog.h"
 
 typedef struct waiter waiter;
@@ -27,16 +28,19 @@ struct waiter {
     uint16_t reqid;      /* FastCGI request id */
     uint8_t format;      /* request_format */
     uint8_t nchannels;
+    uint8_t state;       /* owner's: where the connection is in its life */
+    uint8_t linger;      /* input may be left unread: drain before closing */
     uint32_t mark;       /* dispatcher scratch: dedupe within one pass */
     size_t heap_idx;     /* position in the deadline heap */
-    int64_t deadline_ms; /* monotonic clock */
+    int64_t deadline_ms; /* monotonic clock: the poll's end, or the write's */
     uint64_t seq;        /* arrival order: ties on deadline go first-come */
     int64_t cursor;      /* nothing of these channels is unread at or below */
     char epoch[MSGLOG_EPOCH_LEN + 1];
     size_t limit;
     const char *cors;    /* Access-Control-Allow-Origin value (config-owned) */
-    void *pending;       /* owner's scratch: the answer being written */
+    buf *pending;        /* the answer being written, once it is not parked */
     size_t pending_off;
+    struct waiter *out_prev, *out_next; /* owner's list while writing/draining */
     const char **channels; /* nchannels names, inside this allocation */
     size_t names_len;      /* bytes of the NUL-separated names block */
     waiter_link links[];   /* one per channel */

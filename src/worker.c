@@ -21,6 +21,21 @@
  *
  * Writes never block the loop: a parked fd is non-blocking, and an answer
  * that does not fit the socket buffer waits for EPOLLOUT.
+ *
+ * THE CLOSING RULE.  Every connection the dispatcher holds -- parked, or
+ * handed over by an accepting thread with its answer unwritten -- is
+ * closed in worker_drop() and nowhere else, and nothing is held without a
+ * deadline: a poll's (the heap), a write's (WORKER_WRITE_MS) or a
+ * drain's (WORKER_DRAIN_MS, WORKER_DRAIN_MAX bytes).  The writing and
+ * draining lists are FIFOs whose deadlines are entry time plus a constant,
+ * so their heads are the earliest.  A connection whose input may still
+ * hold unread bytes is never closed straight after its answer (the kernel
+ * would reset it and the web server drop the answer): it is shut down for
+ * writing and drained until the web server closes.
+ *
+ * STORAGE.  A dispatcher whose log or wake file cannot be opened keeps
+ * running (the accepting threads answer 503) and tries again every
+ * second; once both are open it starts the wake watcher and says ready.
  */
 #include "worker.h"
 
@@ -32,14 +47,24 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "reply.h"
 
 #define WORKER_EVENTS 256
 #define WORKER_FLUSH_MS 3000
+#define WORKER_WRITE_MS 10000          /* for an answer to be taken */
+#define WORKER_DRAIN_MS 10000          /* for the web server to close */
+#define WORKER_DRAIN_MAX (64u << 20)   /* bytes read while draining */
+#define WORKER_STORAGE_RETRY_MS 1000
+
+typedef struct {
+    waiter *head, *tail;
+    size_t n;
+} worker_fifo;
 
 struct worker {
     const config *cfg;
@@ -57,17 +82,14 @@ struct worker {
     uint64_t seq;
     uint32_t mark;
     int stopping;
-    size_t writing; /* answers still being written */
+    int watching;         /* the wake watcher runs (storage is open) */
+    _Atomic int ready;    /* storage open: normal service */
+    worker_fifo writing;  /* answers going out */
+    worker_fifo draining; /* answered, input still being read */
     waiter **batch; /* waiters to re-read in this pass */
     size_t nbatch, capbatch;
     buf resp, body;
 };
-
-static int64_t worker_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void worker_efd_drain(int fd) {
     uint64_t v;
@@ -82,20 +104,105 @@ static void worker_efd_kick(int fd) {
         perror("holdfast: eventfd");
 }
 
-/* ---- sending answers ------------------------------------------------------ */
+/* ---- connections that are not parked --------------------------------------- */
 
-/* Forget w entirely: close its connection and free it. */
+/* Where a connection the dispatcher holds is in its life (waiter.state). */
+typedef enum {
+    WORKER_PARKED = 0, /* waiting for news or its deadline */
+    WORKER_WRITING,    /* its answer is going out */
+    WORKER_DRAINING    /* answered; reading what the web server still sends */
+} worker_state;
+
+static void worker_fifo_push(worker_fifo *f, waiter *w) {
+    w->out_next = NULL;
+    w->out_prev = f->tail;
+    if (f->tail)
+        f->tail->out_next = w;
+    else
+        f->head = w;
+    f->tail = w;
+    f->n++;
+}
+
+static void worker_fifo_remove(worker_fifo *f, waiter *w) {
+    if (w->out_prev)
+        w->out_prev->out_next = w->out_next;
+    else
+        f->head = w->out_next;
+    if (w->out_next)
+        w->out_next->out_prev = w->out_prev;
+    else
+        f->tail = w->out_prev;
+    w->out_prev = w->out_next = NULL;
+    f->n--;
+}
+
+/* The list w is on, or NULL while it is parked. */
+static worker_fifo *worker_fifo_of(worker *wk, waiter *w) {
+    return w->state == WORKER_WRITING    ? &wk->writing
+           : w->state == WORKER_DRAINING ? &wk->draining
+                                         : NULL;
+}
+
+/* Forget w entirely: close its connection and free it.  The one place a
+ * connection the dispatcher holds is closed. */
 static void worker_drop(worker *wk, waiter *w) {
+    worker_fifo *f = worker_fifo_of(wk, w);
+    if (f)
+        worker_fifo_remove(f, w);
     if (w->pending) {
         buf_free(w->pending);
         free(w->pending);
-        wk->writing--;
     }
     close(w->fd); /* also removes it from the epoll set */
     waiter_free(w);
 }
 
-/* Write what is pending; on completion the connection is closed. */
+static void worker_watch(worker *wk, waiter *w, uint32_t events) {
+    struct epoll_event ev = {.events = events, .data.ptr = w};
+    if (epoll_ctl(wk->epfd, EPOLL_CTL_MOD, w->fd, &ev) != 0)
+        worker_drop(wk, w);
+}
+
+/* The answer is out.  If the web server may still be sending (a body we
+ * refused unread), closing now would make the kernel reset the connection
+ * and the web server lose the answer (nginx: 502): say we are done
+ * writing, then read and discard until it closes, within bounds. */
+static void worker_written(worker *wk, waiter *w) {
+    if (!w->linger) {
+        worker_drop(wk, w);
+        return;
+    }
+    worker_fifo_remove(&wk->writing, w);
+    buf_free(w->pending);
+    free(w->pending);
+    w->pending = NULL;
+    w->pending_off = 0; /* now: bytes drained */
+    shutdown(w->fd, SHUT_WR);
+    w->state = WORKER_DRAINING;
+    w->deadline_ms = clock_mono_ms() + WORKER_DRAIN_MS;
+    worker_fifo_push(&wk->draining, w);
+    worker_watch(wk, w, EPOLLIN | EPOLLRDHUP);
+}
+
+/* Read and discard; close at the end of the input, on an error, or past
+ * WORKER_DRAIN_MAX bytes. */
+static void worker_drain(worker *wk, waiter *w) {
+    char tmp[16384];
+    for (;;) {
+        ssize_t n = read(w->fd, tmp, sizeof tmp);
+        if (n > 0 && (w->pending_off += (size_t)n) <= WORKER_DRAIN_MAX)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        worker_drop(wk, w);
+        return;
+    }
+}
+
+/* Write what is pending; then close, or drain (worker_written). */
 static void worker_flush(worker *wk, waiter *w) {
     buf *p = w->pending;
     while (w->pending_off < p->len) {
@@ -105,15 +212,22 @@ static void worker_flush(worker *wk, waiter *w) {
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && errno == EAGAIN) {
-            struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = w};
-            if (epoll_ctl(wk->epfd, EPOLL_CTL_MOD, w->fd, &ev) == 0)
-                return;
-            break;
+            worker_watch(wk, w, EPOLLOUT);
+            return;
         } else {
-            break; /* the web server is gone: nothing more to do */
+            worker_drop(wk, w); /* the web server is gone: nothing more to do */
+            return;
         }
     }
-    worker_drop(wk, w);
+    worker_written(wk, w);
+}
+
+/* Start writing w->pending (the connection is in the epoll set). */
+static void worker_write(worker *wk, waiter *w) {
+    w->state = WORKER_WRITING;
+    w->deadline_ms = clock_mono_ms() + WORKER_WRITE_MS;
+    worker_fifo_push(&wk->writing, w);
+    worker_flush(wk, w);
 }
 
 /* Send a complete response to a waiter that is no longer parked. */
@@ -128,11 +242,20 @@ static void worker_send(worker *wk, waiter *w, const buf *resp) {
     wk->frame(p, w, resp->p, resp->len);
     w->pending = p;
     w->pending_off = 0;
-    wk->writing++;
-    if (p->oom)
+    if (p->oom) {
         worker_drop(wk, w);
-    else
-        worker_flush(wk, w);
+        return;
+    }
+    worker_write(wk, w);
+}
+
+/* Close what has run out of time: writes the web server does not take,
+ * drains it does not end.  Each list is in deadline order. */
+static void worker_expire_out(worker *wk, int64_t now) {
+    worker_fifo *lists[] = {&wk->writing, &wk->draining};
+    for (size_t i = 0; i < 2; i++)
+        while (lists[i]->head && lists[i]->head->deadline_ms <= now)
+            worker_drop(wk, lists[i]->head);
 }
 
 /* Take w out of the registry and answer it with resp. */
@@ -165,7 +288,7 @@ static void worker_expire(worker *wk, waiter *w) {
 }
 
 static void worker_expire_due(worker *wk) {
-    int64_t now = worker_now_ms();
+    int64_t now = clock_mono_ms();
     waiter *w;
     while ((w = waiters_first_due(wk->ws)) && (wk->stopping || w->deadline_ms <= now))
         worker_expire(wk, w);
@@ -279,7 +402,7 @@ static void worker_answer_batch(worker *wk) {
 /* The log moved (or the slow timer ticked): answer whom it concerns. */
 static void worker_process_changes(worker *wk) {
     int64_t head = 0;
-    int replaced = handler_check_db(&wk->h, 0) == 1;
+    int replaced = handler_check_db(&wk->h, 0) == HANDLER_DB_REOPENED;
     if (msglog_changed_channels(wk->h.log, wk->processed_head, &head, worker_changed_cb, wk)) {
         fprintf(stderr, "holdfast[%d]: checking for new messages: %s\n", (int)getpid(),
                 msglog_errmsg(wk->h.log));
@@ -300,11 +423,24 @@ static void worker_process_changes(worker *wk) {
 /* ---- taking over parked requests ------------------------------------------- */
 
 static void worker_register(worker *wk, waiter *w) {
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = w};
+    int parked = w->state == WORKER_PARKED;
+    struct epoll_event ev = {.events = parked ? EPOLLIN | EPOLLRDHUP : EPOLLOUT, .data.ptr = w};
     w->seq = ++wk->seq;
-    int on = 1;
-    ioctl(w->fd, FIONBIO, &on); /* one call instead of F_GETFL + F_SETFL */
-    if (epoll_ctl(wk->epfd, EPOLL_CTL_ADD, w->fd, &ev) != 0 || waiters_add(wk->ws, w) != 0) {
+    if (epoll_ctl(wk->epfd, EPOLL_CTL_ADD, w->fd, &ev) != 0) {
+        if (parked)
+            atomic_fetch_sub(&wk->counters->parked, 1);
+        close(w->fd);
+        if (w->pending)
+            buf_free(w->pending);
+        free(w->pending);
+        waiter_free(w);
+        return;
+    }
+    if (!parked) {
+        worker_write(wk, w);
+        return;
+    }
+    if (waiters_add(wk->ws, w) != 0) {
         buf_reset(&wk->resp);
         reply_error(&wk->resp, 503, w->cors, "unavailable", "out of memory", 1);
         atomic_fetch_sub(&wk->counters->parked, 1);
@@ -334,20 +470,15 @@ static void worker_take_queue(worker *wk) {
         worker_answer_batch(wk);
 }
 
-int worker_park(worker *wk, waiter *w) {
-    if (atomic_fetch_add(&wk->counters->parked, 1) >= wk->cfg->max_parked) {
-        atomic_fetch_sub(&wk->counters->parked, 1);
-        atomic_fetch_add(&wk->counters->refused, 1);
-        return -EAGAIN;
-    }
+/* Queue w for the dispatcher: 0, or -ENOMEM. */
+static int worker_enqueue(worker *wk, waiter *w) {
     pthread_mutex_lock(&wk->lock);
     if (wk->nqueue == wk->capqueue) {
         size_t cap = wk->capqueue ? wk->capqueue * 2 : 64;
         waiter **q = realloc(wk->queue, cap * sizeof *q);
         if (!q) {
             pthread_mutex_unlock(&wk->lock);
-            atomic_fetch_sub(&wk->counters->parked, 1);
-            return -EAGAIN;
+            return -ENOMEM;
         }
         wk->queue = q;
         wk->capqueue = cap;
@@ -358,16 +489,62 @@ int worker_park(worker *wk, waiter *w) {
     return 0;
 }
 
+int worker_park(worker *wk, waiter *w) {
+    if (atomic_fetch_add(&wk->counters->parked, 1) >= wk->cfg->max_parked) {
+        atomic_fetch_sub(&wk->counters->parked, 1);
+        atomic_fetch_add(&wk->counters->refused, 1);
+        return -EAGAIN;
+    }
+    w->state = WORKER_PARKED;
+    if (worker_enqueue(wk, w) == 0)
+        return 0;
+    atomic_fetch_sub(&wk->counters->parked, 1);
+    return -EAGAIN;
+}
+
+int worker_adopt(worker *wk, waiter *w) {
+    w->state = WORKER_WRITING;
+    return worker_enqueue(wk, w) == 0 ? 0 : -EAGAIN;
+}
+
+int worker_ready(worker *wk) {
+    return atomic_load(&wk->ready);
+}
+
 /* ---- the loop ----------------------------------------------------------------- */
 
+/* How long the loop may sleep: until the nearest deadline of a poll, a
+ * write or a drain (and at most a second while the storage is down). */
 static int worker_timeout_ms(worker *wk) {
-    waiter *w = waiters_first_due(wk->ws);
+    waiter *due[] = {waiters_first_due(wk->ws), wk->writing.head, wk->draining.head};
+    int64_t next = wk->watching ? INT64_MAX : clock_mono_ms() + WORKER_STORAGE_RETRY_MS;
     if (wk->stopping)
         return 50;
-    if (!w)
+    for (size_t i = 0; i < 3; i++)
+        if (due[i] && due[i]->deadline_ms < next)
+            next = due[i]->deadline_ms;
+    if (next == INT64_MAX)
         return -1;
-    int64_t left = w->deadline_ms - worker_now_ms();
+    int64_t left = next - clock_mono_ms();
     return left < 0 ? 0 : left > 60000 ? 60000 : (int)left;
+}
+
+/* Storage down: try to open it; once open, watch the wake file. */
+static void worker_storage(worker *wk) {
+    char err[256];
+    if (wk->watching || handler_storage(&wk->h) != 0)
+        return;
+    wk->processed_head = msglog_head(wk->h.log);
+    if (wk->processed_head < 0)
+        wk->processed_head = 0;
+    int rc = wake_watch_start(wk->h.wk, wk->wake_efd, wk->cfg->data_version_ms);
+    if (rc) {
+        snprintf(err, sizeof err, "%s", strerror(-rc));
+        fprintf(stderr, "holdfast[%d]: cannot watch the wake file: %s\n", (int)getpid(), err);
+        return;
+    }
+    wk->watching = 1;
+    atomic_store(&wk->ready, 1);
 }
 
 static void worker_event(worker *wk, struct epoll_event *ev, int *changed) {
@@ -382,8 +559,10 @@ static void worker_event(worker *wk, struct epoll_event *ev, int *changed) {
         wk->stopping = 1;
     } else {
         waiter *w = p;
-        if (w->pending)
+        if (w->state == WORKER_WRITING)
             worker_flush(wk, w); /* writable, or failed: flush finds out */
+        else if (w->state == WORKER_DRAINING)
+            worker_drain(wk, w);
         else
             worker_left(wk, w); /* a parked connection spoke or closed */
     }
@@ -398,16 +577,20 @@ static void *worker_main(void *arg) {
         int n = epoll_wait(wk->epfd, evs, WORKER_EVENTS, worker_timeout_ms(wk));
         for (int i = 0; i < n; i++)
             worker_event(wk, &evs[i], &changed);
-        if (changed)
+        if (!wk->watching)
+            worker_storage(wk);
+        if (changed && wk->watching)
             worker_process_changes(wk);
         worker_expire_due(wk);
+        worker_expire_out(wk, clock_mono_ms());
         if (wk->stopping) {
             if (!flush_deadline)
-                flush_deadline = worker_now_ms() + WORKER_FLUSH_MS;
+                flush_deadline = clock_mono_ms() + WORKER_FLUSH_MS;
             pthread_mutex_lock(&wk->lock);
             size_t queued = wk->nqueue;
             pthread_mutex_unlock(&wk->lock);
-            if ((wk->writing == 0 && queued == 0) || worker_now_ms() > flush_deadline)
+            if ((wk->writing.n == 0 && wk->draining.n == 0 && queued == 0) ||
+                clock_mono_ms() > flush_deadline)
                 break;
         }
     }
@@ -427,9 +610,10 @@ int worker_start(worker **out, const config *cfg, handler_counters *counters,
     wk->frame = frame;
     wk->epfd = wk->queue_efd = wk->wake_efd = wk->stop_efd = -1;
     pthread_mutex_init(&wk->lock, NULL);
-    int rc = handler_open(&wk->h, cfg, counters, err, errlen);
-    if (rc)
-        goto fail;
+    int rc;
+    if (handler_open(&wk->h, cfg, counters, err, errlen) != 0)
+        fprintf(stderr, "holdfast[%d]: %s (answering 503 until it can be opened)\n",
+                (int)getpid(), err);
     wk->ws = waiters_new();
     wk->epfd = epoll_create1(EPOLL_CLOEXEC);
     wk->queue_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -445,12 +629,11 @@ int worker_start(worker **out, const config *cfg, handler_counters *counters,
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = fds[i]};
         epoll_ctl(wk->epfd, EPOLL_CTL_ADD, *fds[i], &ev);
     }
-    wk->processed_head = msglog_head(wk->h.log);
     wk->mark = 1; /* a new waiter's mark is 0: it must not look already batched */
     buf_init(&wk->resp);
     buf_init(&wk->body);
-    if ((rc = wake_watch_start(wk->h.wk, wk->wake_efd, cfg->data_version_ms)) ||
-        (rc = -pthread_create(&wk->thread, NULL, worker_main, wk))) {
+    worker_storage(wk);
+    if ((rc = -pthread_create(&wk->thread, NULL, worker_main, wk))) {
         snprintf(err, errlen, "cannot start the dispatcher: %s", strerror(-rc));
         goto fail;
     }
@@ -469,9 +652,19 @@ void worker_stop(worker *wk) {
         worker_efd_kick(wk->stop_efd);
         pthread_join(wk->thread, NULL);
     }
-    /* Whatever is left (a write that never finished) is dropped. */
-    for (size_t i = 0; wk->ws && i < wk->nqueue; i++)
+    /* Whatever is left (a hand-over never taken, a write that never
+     * finished, a drain) is dropped. */
+    for (size_t i = 0; i < wk->nqueue; i++) {
+        if (wk->queue[i]->state == WORKER_PARKED)
+            atomic_fetch_sub(&wk->counters->parked, 1);
         worker_drop(wk, wk->queue[i]);
+    }
+    while (wk->writing.head)
+        worker_drop(wk, wk->writing.head);
+    while (wk->draining.head)
+        worker_drop(wk, wk->draining.head);
+    for (size_t n; wk->ws && (n = waiters_count(wk->ws)) > 0;)
+        worker_left(wk, waiters_at(wk->ws, n - 1));
     handler_close(&wk->h); /* stops the wake watcher first */
     waiters_free(wk->ws);
     int fds[] = {wk->epfd, wk->queue_efd, wk->wake_efd, wk->stop_efd};

@@ -2,8 +2,9 @@
  * them on wake, deadline or shutdown.
  *
  * Lifecycle: worker_start() spawns the dispatcher thread (and the wake
- * watcher); any thread hands subscribers over with worker_park();
- * worker_stop() answers everyone still parked and joins.  The dispatcher
+ * watcher); any thread hands subscribers over with worker_park(), and
+ * connections whose answer it could not finish writing with
+ * worker_adopt(); worker_stop() answers everyone still parked and joins.  The dispatcher
  * knows nothing of FastCGI: the front gives it a `frame` function that wraps
  * a CGI-style response for the wire.
  */
@@ -27,6 +28,15 @@ int worker_start(worker **out, const config *cfg, handler_counters *counters,
  * (fd included).  -EAGAIN when the process already holds max_parked: the
  * caller still owns w and answers 503. */
 int worker_park(worker *wk, waiter *w);
+
+/* Hand over a non-blocking connection to finish: w->pending (framed for
+ * the wire) is written from w->pending_off on, then the connection is
+ * closed -- after draining its input when w->linger is set.  0, or -EAGAIN
+ * when the hand-over failed (the caller still owns w and its fd). */
+int worker_adopt(worker *wk, waiter *w);
+
+/* 1 once the dispatcher has the log and the wake file open. */
+int worker_ready(worker *wk);
 
 /* Answer every parked subscriber (an empty batch: clients re-poll at once),
  * finish pending writes for at most a few seconds, stop the threads. */

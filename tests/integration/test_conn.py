@@ -1,0 +1,248 @@
+"""The connection path and storage faults, against a real `holdfast serve`.
+
+Each test is the regression test of a defect found in the reliability issue:
+it failed on the code before the fix (the reason is in its docstring).
+"""
+import json
+import os
+import socket
+import sqlite3
+import struct
+import threading
+import time
+import unittest
+
+import hfutil
+from hfutil import (FcgiParser, HoldfastServer, fcgi_connect, fcgi_encode_request, fcgi_nv,
+                    fcgi_record, fcgi_stream, parse_cgi_response, publish, request, stats)
+
+FCGI_BEGIN_REQUEST, FCGI_PARAMS, FCGI_STDIN = 1, 4, 5
+
+
+def read_answer(s, timeout=15):
+    """Read one FastCGI answer from socket s: (status, headers, body)."""
+    deadline = time.monotonic() + timeout
+    p = FcgiParser()
+    while not p.done:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout('no answer within %.1fs' % timeout)
+        s.settimeout(left)
+        data = s.recv(65536)
+        if not data:
+            raise hfutil.FcgiError('closed before END_REQUEST')
+        p.feed(data)
+    return parse_cgi_response(p.stdout)
+
+
+def begin(reqid=1):
+    return fcgi_record(FCGI_BEGIN_REQUEST, reqid, struct.pack('>HB5x', 1, 0))
+
+
+class ConnTest(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = hfutil.make_tmpdir('hf-conn-')
+        self.addCleanup(hfutil.remove_tmpdir, self.tmp)
+        self.db = os.path.join(self.tmp, 'hf.db')
+
+    def serve(self, config=None, threads=None, wait=True, workers=1):
+        srv = HoldfastServer(self.tmp, workers=workers, config=config, db=self.db,
+                             threads=threads)
+        self.addCleanup(srv.kill)
+        srv.start(wait=wait)
+        self.srv = srv
+        return srv
+
+    def connect(self):
+        s = fcgi_connect(self.srv.addr)
+        self.addCleanup(s.close)
+        return s
+
+    def assertStatus(self, answer, status, error=None):
+        st, h, b = answer
+        self.assertEqual(st, status, b)
+        if error:
+            self.assertEqual(json.loads(b)['error'], error, b)
+        return json.loads(b) if b and h.get('content-type') == 'application/json' else b
+
+    # ---- one path from accept to close ----------------------------------
+
+    def test_20a_protocol_error_closes_only_its_connection_and_the_next_is_answered(self):
+        """libfcgi, on a protocol error inside FCGX_Accept_r, closed the fd and
+        accepted the next connection itself, which holdfast's thread never
+        answered (one thread): the second client hung."""
+        self.serve(threads=1)
+        bad = self.connect()
+        good = self.connect()
+        bad.sendall(b'\x02' + b'\x00' * 15)  # FastCGI version 2: not ours
+        good.sendall(fcgi_encode_request('GET', '/health'))
+        self.assertEqual(read_answer(good, timeout=1.0)[0], 200)  # libfcgi: 2 s or never
+        bad.settimeout(3)
+        self.assertEqual(bad.recv(100), b'')  # closed, nothing written to it
+
+    def test_20b_one_deadline_per_request_not_per_read(self):
+        """A peer trickling a byte every 0.5 s was never timed out (10 s per
+        read): with one thread, it held the worker as long as it liked.  Now
+        the request gets 408 10 s after its connection was accepted."""
+        self.serve(threads=1)
+        s = self.connect()
+        t0 = time.monotonic()
+        s.sendall(begin())
+        params = fcgi_nv('REQUEST_METHOD', 'GET') + fcgi_nv('PATH_INFO', '/health')
+        data = fcgi_record(FCGI_PARAMS, 1, params)
+        closed = threading.Event()
+
+        def trickle():
+            for ch in data:
+                if closed.is_set() or time.monotonic() - t0 > 25:
+                    return
+                try:
+                    s.send(bytes([ch]))
+                except OSError:
+                    return
+                time.sleep(0.5)
+        th = threading.Thread(target=trickle, daemon=True)
+        th.start()
+        self.addCleanup(closed.set)
+        answer = read_answer(s, timeout=20)
+        took = time.monotonic() - t0
+        closed.set()
+        self.assertStatus(answer, 408, 'request_timeout')
+        self.assertLess(took, 12.5)
+        self.assertGreater(took, 9.0)
+        # and the one thread serves again
+        self.assertEqual(request(self.srv.addr, 'GET', '/health', timeout=5)[0], 200)
+
+    def test_20c_body_refused_unread_is_answered_413_and_drained_not_reset(self):
+        """Answering 413 and closing with the body still unread made the
+        kernel send RST, and the web server lost the answer (nginx: 502)."""
+        self.serve(config={'max_body': '64k'})
+        s = self.connect()
+        body = b'x' * (4 << 20)
+        s.sendall(fcgi_encode_request('POST', '/pub/big', body=body))  # all of it
+        answer = read_answer(s, timeout=15)
+        self.assertStatus(answer, 413, 'body_too_large')
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        self.assertEqual(s.recv(100), b'')  # an orderly close after the drain
+
+    def test_20d_params_over_64k_are_431(self):
+        self.serve()
+        s = self.connect()
+        big = fcgi_nv('HTTP_X_BIG', 'y' * 70000)
+        s.sendall(begin() + fcgi_stream(FCGI_PARAMS, 1, fcgi_nv('REQUEST_METHOD', 'GET') +
+                                        fcgi_nv('PATH_INFO', '/health') + big) +
+                  fcgi_stream(FCGI_STDIN, 1, b''))
+        self.assertStatus(read_answer(s), 431, 'headers_too_large')
+
+    def test_20e_get_values_is_answered_and_the_connection_then_serves(self):
+        self.serve()
+        s = self.connect()
+        s.sendall(fcgi_record(9, 0, fcgi_nv('FCGI_MPXS_CONNS', '')))
+        s.settimeout(5)
+        data = s.recv(100)
+        self.assertEqual(data[1], 10)  # FCGI_GET_VALUES_RESULT
+        self.assertIn(b'FCGI_MPXS_CONNS0', data)
+        s.sendall(fcgi_encode_request('GET', '/health'))
+        self.assertEqual(read_answer(s)[0], 200)
+
+    # ---- storage faults ----------------------------------------------------
+
+    def test_21a_unopenable_wake_file_is_503_not_a_crash_loop_and_recovers(self):
+        """When wake_open failed, handler_open left h->log dangling and the
+        worker freed it twice: every worker died at start, over and over.
+        Now the worker serves 503 with the reason, and recovers by itself."""
+        os.mkdir(self.db + '-wake')  # cannot be opened as a file
+        srv = self.serve(wait=False)
+        deadline = time.monotonic() + 10
+        answer = None
+        while time.monotonic() < deadline:
+            try:
+                answer = request(srv.addr, 'POST', '/pub/news', body=b'x', timeout=2)
+                break
+            except OSError:
+                time.sleep(0.1)
+        st, h, b = answer
+        self.assertEqual(st, 503, b)
+        self.assertEqual(json.loads(b)['error'], 'unavailable')
+        self.assertIn('wake', json.loads(b)['detail'])
+        self.assertEqual(h.get('retry-after'), '1')
+        pids = srv.worker_pids()
+        time.sleep(1.5)
+        self.assertEqual(srv.worker_pids(), pids, 'workers were replaced: they crashed')
+        os.rmdir(self.db + '-wake')
+        hfutil.wait_for(lambda: publish(srv.addr, 'news', 'back')[0] == 201, 5,
+                        what='publishing again once the wake file can be made')
+        j = json.loads(request(srv.addr, 'GET', '/sub/news', 'since=0&timeout=0')[2])
+        self.assertEqual([m['data'] for m in j['messages']], ['back'])
+        self.assertNotIn('killed by signal', srv.read_log())
+
+    def test_21b_read_only_database_at_start_is_503_until_it_is_writable(self):
+        """A worker that could not open the log exited, and was replaced in a
+        loop; now it serves 503 with the reason until the file is writable."""
+        with open(self.db, 'wb'):
+            pass
+        os.chmod(self.db, 0o444)  # msglog refuses a file without write bits
+        srv = self.serve(wait=False)
+        hfutil.wait_for(lambda: os.path.exists(srv.sock), 10, what='socket')
+        st, h, b = request(srv.addr, 'GET', '/health', timeout=5)
+        self.assertEqual(st, 503, b)
+        self.assertIn('read-only', json.loads(b)['detail'])
+        os.chmod(self.db, 0o644)
+        hfutil.wait_for(lambda: request(srv.addr, 'GET', '/health', timeout=5)[0] == 200, 5,
+                        what='/health once the file is writable')
+        self.assertNotIn('exited with', srv.read_log())
+
+    def test_21c_removed_database_is_seen_by_health_and_stats(self):
+        """/health said ok and /stats gave the old head and epoch after the
+        database files were removed; now both look at the file at `db`."""
+        srv = self.serve()
+        self.assertEqual(publish(srv.addr, 'news', 'one')[0], 201)
+        old = stats(srv.addr)
+        for suffix in ('', '-wal', '-shm'):
+            if os.path.exists(self.db + suffix):
+                os.unlink(self.db + suffix)
+        new = stats(srv.addr)
+        self.assertNotEqual(new['epoch'], old['epoch'])
+        self.assertEqual(new['head'], 0)
+
+    def test_21d_external_write_lock_gives_each_publish_503_in_time_and_health_stays_prompt(self):
+        """With BEGIN EXCLUSIVE held by another process, publishes queued on
+        the per-process write mutex and got their 503s one busy timeout after
+        another (5, 10, 15, 20 s), and /health waited behind them."""
+        srv = self.serve(config={'busy_timeout_ms': '1000'}, threads=4)
+        self.assertEqual(publish(srv.addr, 'news', 'first')[0], 201)
+        con = sqlite3.connect(self.db, timeout=5, isolation_level=None)
+        self.addCleanup(con.close)
+        con.execute('BEGIN EXCLUSIVE')
+        results = []
+
+        def one():
+            t0 = time.monotonic()
+            try:
+                st = publish(srv.addr, 'news', 'x', timeout=15)[0]
+            except OSError as e:
+                st = repr(e)
+            results.append((st, time.monotonic() - t0))
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        st = request(srv.addr, 'GET', '/health', timeout=5)[0]
+        health = time.monotonic() - t0
+        for t in threads:
+            t.join(20)
+        con.execute('ROLLBACK')
+        self.assertEqual(st, 200)
+        self.assertLess(health, 1.0, 'health waited behind stuck publishes')
+        self.assertEqual(len(results), 12)
+        for st, took in results:
+            self.assertEqual(st, 503, results)
+            self.assertLess(took, 2.5, results)
+        self.assertEqual(publish(srv.addr, 'news', 'after')[0], 201)
+
+
+if __name__ == '__main__':
+    unittest.main()
