@@ -11,9 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "handler.h"
 #include "reply.h"
 #include "request.h"
@@ -21,12 +21,6 @@
 extern char **environ;
 
 #define CGI_FRONT_DRAIN_MAX (64LL << 20)
-
-static int64_t cgi_front_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Read the body from stdin: 0, -1 if over max, -2 on a read error. */
 static int cgi_front_body(const request *r, int64_t max, buf *body) {
@@ -60,10 +54,10 @@ static void cgi_front_drain(const request *r) {
 /* Block until the subscriber has an answer or its deadline passes. */
 static void cgi_front_wait(handler *h, const request *r, int64_t cursor, const char *epoch,
                            buf *out) {
-    int64_t deadline = cgi_front_now_ms() + r->timeout_s * 1000LL;
+    int64_t deadline = clock_mono_ms() + r->timeout_s * 1000LL;
     for (;;) {
         uint32_t seq = wake_seq(h->wk);
-        int64_t left = deadline - cgi_front_now_ms();
+        int64_t left = deadline - clock_mono_ms();
         if (handler_poll(h, r, &cursor, epoch, left <= 0, out))
             return;
         int slice = left < h->cfg->data_version_ms ? (int)left : h->cfg->data_version_ms;
@@ -92,10 +86,10 @@ int cgi_front_run(const config *cfg) {
         reply_error(&out, 413, cors, "body_too_large", "the body exceeds max_body", 0);
     } else if (got < 0) {
         reply_error(&out, 400, cors, "bad_body", "the body could not be read", 0);
-    } else if (handler_open(&h, cfg, &counters, err, sizeof err)) {
-        fprintf(stderr, "holdfast: %s\n", err);
-        reply_error(&out, 500, cors, "unavailable", "the log cannot be opened", 0);
     } else {
+        /* A log that cannot be opened is answered 503 by handler_run. */
+        if (handler_open(&h, cfg, &counters, err, sizeof err))
+            fprintf(stderr, "holdfast: %s\n", err);
         if (handler_run(&h, r, body.p, body.len, &out, &cursor, epoch) == HANDLER_PARK)
             cgi_front_wait(&h, r, cursor, epoch, &out);
         handler_close(&h);
