@@ -244,5 +244,75 @@ class ConnTest(unittest.TestCase):
         self.assertEqual(publish(srv.addr, 'news', 'after')[0], 201)
 
 
+    def test_21e_corrupt_database_is_503_with_the_reason_and_untouched(self):
+        with open(self.db, 'wb') as f:
+            f.write(b'this is not a database' * 100)
+        before = open(self.db, 'rb').read()
+        srv = self.serve(wait=False)
+        hfutil.wait_for(lambda: os.path.exists(srv.sock), 10, what='socket')
+        self.assertEqual(publish(srv.addr, 'news', 'x')[0], 503)
+        st, h, b = request(srv.addr, 'GET', '/health', timeout=5)
+        self.assertEqual(st, 503, b)
+        self.assertIn('not an SQLite database', json.loads(b)['detail'])
+        self.assertEqual(open(self.db, 'rb').read(), before)
+        pids = srv.worker_pids()
+        time.sleep(1.2)
+        self.assertEqual(srv.worker_pids(), pids)
+
+    def test_21f_directory_removed_while_serving_is_503_then_resumes_when_recreated(self):
+        sub = os.path.join(self.tmp, 'data')
+        os.mkdir(sub)
+        self.db = os.path.join(sub, 'hf.db')
+        srv = self.serve()
+        self.assertEqual(publish(srv.addr, 'news', 'one')[0], 201)
+        pids = srv.worker_pids()
+        for name in os.listdir(sub):
+            os.unlink(os.path.join(sub, name))
+        os.rmdir(sub)
+        st, j = publish(srv.addr, 'news', 'lost?')
+        self.assertEqual(st, 503, j)
+        self.assertEqual(request(srv.addr, 'GET', '/health', timeout=5)[0], 503)
+        os.mkdir(sub)
+        hfutil.wait_for(lambda: publish(srv.addr, 'news', 'two')[0] == 201, 5,
+                        what='publishing into the recreated directory')
+        self.assertEqual(srv.worker_pids(), pids, 'no worker was lost')
+
+    @unittest.skipUnless(os.geteuid() == 0, 'mounting a tmpfs needs root (CI runs as root)')
+    def test_21g_full_disk_is_503_nothing_acked_is_lost_and_service_resumes(self):
+        mnt = os.path.join(self.tmp, 'small')
+        os.mkdir(mnt)
+        if os.system('mount -t tmpfs -o size=4m tmpfs %s' % mnt) != 0:
+            self.fail('cannot mount a tmpfs at %s' % mnt)
+        self.addCleanup(os.system, 'umount -l %s' % mnt)
+        self.db = os.path.join(mnt, 'hf.db')
+        srv = self.serve(config={'max_body': '1m'})
+        acked = []
+        filler = os.path.join(mnt, 'filler')
+        with open(filler, 'wb') as f:
+            try:
+                while True:
+                    f.write(b'\0' * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        codes = set()
+        for i in range(20):
+            st, j = publish(srv.addr, 'news', 'm%d' % i + 'z' * 50000)
+            codes.add(st)
+            if st == 201:
+                acked.append(j['id'])
+        self.assertIn(503, codes)
+        self.assertTrue(codes <= {201, 503}, codes)
+        st, h, b = request(srv.addr, 'GET', '/stats', timeout=5)
+        self.assertIn(st, (200, 503))  # never a crash (SIGBUS on the wake file)
+        os.unlink(filler)
+        hfutil.wait_for(lambda: publish(srv.addr, 'news', 'after')[0] == 201, 5,
+                        what='publishing once there is room again')
+        j = json.loads(request(srv.addr, 'GET', '/sub/news', 'since=0&timeout=0')[2])
+        ids = [m['id'] for m in j['messages']]
+        self.assertTrue(set(acked) <= set(ids), (acked, ids))
+        self.assertNotIn('killed by signal', srv.read_log())
+
+
 if __name__ == '__main__':
     unittest.main()
