@@ -1,6 +1,7 @@
 /* cli.c -- the `holdfast` command line over the log: publish, tail, stats,
  * prune.  Each subcommand is a function of its argv; errors are one line on
- * stderr ("holdfast: ..."), exit status 1 for runtime errors, 2 for usage. */
+ * stderr ("holdfast: ..."), exit status 1 for runtime errors, 2 for usage
+ * (a malformed --type among them). */
 #include "cli.h"
 
 #include <errno.h>
@@ -132,6 +133,17 @@ static int cli_read_stdin(char **out, size_t *len) {
 
 /* ---- publish ------------------------------------------------------------ */
 
+/* s with control bytes shown as '?', for quoting user input in one error
+ * line (a static buffer: one use per message). */
+static const char *cli_printable(const char *s) {
+    static char out[64];
+    size_t i = 0;
+    for (; s[i] && i < sizeof out - 1; i++)
+        out[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    out[i] = '\0';
+    return out;
+}
+
 static int cli_publish(int argc, char **argv) {
     static const struct option opts[] = {
         {"db", required_argument, 0, 'd'},   {"config", required_argument, 0, 'c'},
@@ -152,6 +164,12 @@ static int cli_publish(int argc, char **argv) {
     }
     if (optind >= argc || argc - optind > 2)
         return cli_usage_error("publish takes CHANNEL [DATA]");
+    if (e.type && !msglog_type_valid(e.type)) {
+        fprintf(stderr, "holdfast: --type: '%.*s%s' is not a media type (type/subtype, then"
+                        " ; name=value parameters; at most %d bytes of visible ASCII)\n",
+                60, cli_printable(e.type), strlen(e.type) > 60 ? "..." : "", MSGLOG_TYPE_MAX);
+        return 2;
+    }
     e.channel = argv[optind];
     if (!msglog_channel_valid(e.channel, strlen(e.channel)))
         return cli_error("invalid channel name '%s' (1-%d bytes of A-Za-z0-9._:@-)", e.channel,

@@ -9,7 +9,9 @@
  * Every top-level key can also come from the environment as HOLDFAST_<KEY>
  * (upper case: HOLDFAST_DB, HOLDFAST_POLL_TIMEOUT, ...) -- what mod_fcgid's
  * FcgidInitialEnv and lighttpd's bin-environment can set -- and overrides the
- * file.  Errors name the file and line.
+ * file.  Errors name the file and line.  Every number has a range, and an
+ * error names the key and its bounds; retain_seconds stops at 100 years
+ * (CONFIG_RETAIN_SECONDS_MAX), far from where milliseconds overflow.
  */
 #include "config.h"
 
@@ -46,35 +48,43 @@ void config_defaults(config *c) {
 
 /* ---- value parsers ------------------------------------------------------ */
 
+/* Parse a decimal integer (with k/m suffixes for byte counts): 0, -EINVAL
+ * if it is not a number, -ERANGE if it is outside lo..hi (or int64). */
 static int config_int(const char *v, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
-    if (errno || end == v)
+    if (end == v || (errno && errno != ERANGE))
         return -EINVAL;
+    int range = errno == ERANGE;
     /* Size suffixes for byte counts: 64k, 1m. */
     long long mul = *end == 'k' || *end == 'K' ? 1024 : *end == 'm' || *end == 'M' ? 1 << 20 : 1;
     if (mul > 1) {
         if (x > LLONG_MAX / mul || x < LLONG_MIN / mul)
-            return -EINVAL;
-        x *= mul;
+            range = 1;
+        else
+            x *= mul;
         end++;
     }
-    if (*end || x < lo || x > hi)
+    if (*end)
         return -EINVAL;
+    if (range || x < lo || x > hi)
+        return -ERANGE;
     *out = x;
     return 0;
 }
 
-/* Integer settings: key, field offset, width, range. */
+/* Integer settings: key, field offset, width, range, and what the maximum
+ * means when it is not obvious. */
 typedef struct {
     const char *key;
     size_t off;
     int is64;
     int64_t lo, hi;
+    const char *hi_means;
 } config_intkey;
 
-#define CI(k, f, lo, hi) {k, offsetof(config, f), sizeof(((config *)0)->f) == 8, lo, hi}
+#define CI(k, f, lo, hi) {k, offsetof(config, f), sizeof(((config *)0)->f) == 8, lo, hi, NULL}
 static const config_intkey config_ints[] = {
     CI("busy_timeout_ms", busy_timeout_ms, 0, 600000),
     CI("poll_timeout", poll_timeout_s, 0, 3600),
@@ -88,12 +98,35 @@ static const config_intkey config_ints[] = {
     CI("workers", workers, 1, 256),
     CI("threads", threads, 1, 64),
     CI("retain_messages", retention.max_messages, 0, INT64_MAX),
-    CI("retain_seconds", retention.max_age_s, 0, INT64_MAX),
+    {"retain_seconds", offsetof(config, retention.max_age_s), 1, 0, CONFIG_RETAIN_SECONDS_MAX,
+     "100 years"},
 };
 
-static int config_set_int(config *c, const config_intkey *k, const char *v) {
+static const config_intkey *config_intkey_find(const char *key) {
+    for (size_t i = 0; i < sizeof config_ints / sizeof config_ints[0]; i++)
+        if (!strcmp(key, config_ints[i].key))
+            return &config_ints[i];
+    return NULL;
+}
+
+/* Parse v for k into *x; on failure an error naming the key and its range. */
+static int config_int_for(const config_intkey *k, const char *v, int64_t *x, char *err,
+                          size_t errlen) {
+    int rc = config_int(v, k->lo, k->hi, x);
+    if (rc == -ERANGE)
+        snprintf(err, errlen, "%s: %s is out of range: the minimum is %lld, the maximum %lld%s%s%s",
+                 k->key, v, (long long)k->lo, (long long)k->hi, k->hi_means ? " (" : "",
+                 k->hi_means ? k->hi_means : "", k->hi_means ? ")" : "");
+    else if (rc)
+        snprintf(err, errlen, "%s: '%s' is not a number in %lld..%lld", k->key, v,
+                 (long long)k->lo, (long long)k->hi);
+    return rc ? -EINVAL : 0;
+}
+
+static int config_set_int(config *c, const config_intkey *k, const char *v, char *err,
+                          size_t errlen) {
     int64_t x;
-    if (config_int(v, k->lo, k->hi, &x))
+    if (config_int_for(k, v, &x, err, errlen))
         return -EINVAL;
     if (k->is64)
         *(int64_t *)((char *)c + k->off) = x;
@@ -121,15 +154,9 @@ static int config_add_str(char (*list)[CONFIG_STR], int *n, int max, const char 
 }
 
 int config_set(config *c, const char *key, const char *v, char *err, size_t errlen) {
-    for (size_t i = 0; i < sizeof config_ints / sizeof config_ints[0]; i++) {
-        if (strcmp(key, config_ints[i].key))
-            continue;
-        if (config_set_int(c, &config_ints[i], v) == 0)
-            return 0;
-        snprintf(err, errlen, "%s: '%s' is not a number in %lld..%lld", key, v,
-                 (long long)config_ints[i].lo, (long long)config_ints[i].hi);
-        return -EINVAL;
-    }
+    const config_intkey *k = config_intkey_find(key);
+    if (k)
+        return config_set_int(c, k, v, err, errlen);
     if (!strcmp(key, "db"))
         return config_set_str(c->db, sizeof c->db, v, err, errlen);
     if (!strcmp(key, "listen"))
@@ -188,10 +215,9 @@ static int config_set_policy(config_policy *p, const char *key, const char *v, c
     }
     int count = !strcmp(key, "retain_messages");
     if (count || !strcmp(key, "retain_seconds")) {
-        if (config_int(v, 0, INT64_MAX, &x)) {
-            snprintf(err, errlen, "%s: '%s' is not a number >= 0", key, v);
+        /* The same bounds as the global keys. */
+        if (config_int_for(config_intkey_find(key), v, &x, err, errlen))
             return -EINVAL;
-        }
         *(count ? &p->retention.max_messages : &p->retention.max_age_s) = x;
         return 0;
     }
@@ -301,8 +327,7 @@ int config_apply_env(config *c, char *const *envp, char *err, size_t errlen) {
         int known = 0;
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             known |= !strcmp(name, keys[i]);
-        for (size_t i = 0; i < sizeof config_ints / sizeof config_ints[0]; i++)
-            known |= !strcmp(name, config_ints[i].key);
+        known |= config_intkey_find(name) != NULL;
         if (!known)
             continue; /* other HOLDFAST_* variables (tests, wrappers) */
         if (config_set(c, name, eq + 1, why, sizeof why)) {

@@ -14,6 +14,8 @@
 #define CONFIG_MAX_ORIGINS 16
 #define CONFIG_STR 512
 #define CONFIG_PATH 4096
+/* retain_seconds at most 100 years: msglog turns it into milliseconds. */
+#define CONFIG_RETAIN_SECONDS_MAX (100LL * 365 * 86400)
 
 typedef enum {
     POLICY_INHERIT = -1, /* not set in the section: the global rule decides */

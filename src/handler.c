@@ -304,6 +304,10 @@ static handler_result handler_pub(handler *h, const request *r, const void *body
         reply_error(out, 422, cors, "idempotency_key_reused", msglog_errmsg(h->log), 0);
         return HANDLER_DONE;
     }
+    if (rc == -EINVAL) { /* request.c checks first: a rule of the log's own */
+        reply_error(out, 400, cors, "invalid_message", msglog_errmsg(h->log), 0);
+        return HANDLER_DONE;
+    }
     if (rc) {
         fprintf(stderr, "holdfast[%d]: publish to %s failed: %s\n", (int)getpid(), r->channel,
                 msglog_errmsg(h->log));

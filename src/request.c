@@ -4,7 +4,8 @@
  * ours), falling back to REQUEST_URI minus SCRIPT_NAME for servers that
  * leave PATH_INFO empty.  Every limit is checked here, so a handler never
  * sees an out-of-range value: channels per subscribe (400), body size (413),
- * timeout (capped, not refused: a client cannot know the server's cap).
+ * timeout (capped, not refused: a client cannot know the server's cap),
+ * a publish's Content-Type (400 bad_content_type: what msglog would refuse).
  * Unknown query parameters are ignored (cache busters such as `_=123`).
  */
 #include "request.h"
@@ -13,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#define REQUEST_STR_(x) #x
+#define REQUEST_STR(x) REQUEST_STR_(x)
 
 const char *request_param(char *const *envp, const char *name) {
     size_t n = strlen(name);
@@ -259,6 +263,11 @@ static request_route request_pub(request *r, char *const *envp, const request_li
     r->content_type = request_param(envp, "CONTENT_TYPE");
     if (r->content_type && !*r->content_type)
         r->content_type = NULL;
+    if (r->content_type && !msglog_type_valid(r->content_type))
+        return request_fail(r, 400, "bad_content_type",
+                            "Content-Type must be a media type (type/subtype, then ; name=value"
+                            " parameters) of at most " REQUEST_STR(MSGLOG_TYPE_MAX)
+                            " bytes of visible ASCII", NULL);
     r->content_length = -1;
     if (cl && *cl && request_parse_i64(cl, strlen(cl), &r->content_length))
         return request_fail(r, 400, "bad_header", "Content-Length is not a number", NULL);

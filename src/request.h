@@ -55,7 +55,7 @@ typedef struct {
     request_format format;
     /* publish */
     const char *channel; /* == channels[0] */
-    const char *content_type;
+    const char *content_type; /* NULL or msglog_type_valid() */
     int64_t content_length;
     const char *idem;
     const char *key;

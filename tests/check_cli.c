@@ -301,6 +301,30 @@ START_TEST(test_publish_json_type_is_validated)
 }
 END_TEST
 
+START_TEST(test_publish_invalid_type_exits_2_with_one_line_and_writes_nothing)
+{
+    /* --type used to be stored as given: a 6 KB or multi-line type then
+     * broke every raw answer carrying it. */
+    const char *db = tu_path(tu_mkdtemp(), "cli.db");
+    long long id = publish(db, "news", "kept");
+    static char big[6001];
+    memset(big, 'x', sizeof big - 1);
+    memcpy(big, "text/", 5);
+    const char *bad[] = {big, "text/plain\nX-Injected: 1", "nonsense", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tu_run_result r;
+        RUN(&r, "publish", "--db", db, "--type", bad[i], "news", "x");
+        ck_assert_msg(r.status == 2, "--type '%.40s': exit %d", bad[i], r.status);
+        assert_one_line_error(&r, "invalid --type");
+        ck_assert_ptr_nonnull(strstr(r.err, "--type"));
+    }
+    ck_assert_int_eq(tu_sql_int(db, "SELECT max(id) FROM message"), id);
+    tu_run_result r;
+    RUN(&r, "publish", "--db", db, "--type", "text/csv; header=present", "news", "a,b");
+    assert_ok(&r, "a valid --type");
+}
+END_TEST
+
 START_TEST(test_publish_idempotency_key_returns_first_id)
 {
     const char *db = tu_path(tu_mkdtemp(), "cli.db");
@@ -474,6 +498,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, test_help_and_version_exit_zero);
     tcase_add_test(tc, test_usage_errors_exit_2);
     tcase_add_test(tc, test_publish_json_type_is_validated);
+    tcase_add_test(tc, test_publish_invalid_type_exits_2_with_one_line_and_writes_nothing);
     tcase_add_test(tc, test_publish_idempotency_key_returns_first_id);
     tcase_add_test(tc, test_prune_applies_configured_retention);
     tcase_add_test(tc, test_db_path_from_environment);

@@ -175,6 +175,43 @@ START_TEST(test_number_with_size_suffix_overflow_is_rejected)
 }
 END_TEST
 
+START_TEST(test_retain_seconds_above_100_years_is_refused_naming_key_and_maximum)
+{
+    /* retain_seconds used to accept up to INT64_MAX, which msglog turned
+     * into an overflowing number of milliseconds (and a prune that deleted
+     * what it should keep).  Now the file, a section and the environment
+     * refuse anything above 100 years, saying so. */
+    config c;
+    char err[512] = "";
+    config_defaults(&c);
+    ck_assert_int_eq(config_set(&c, "retain_seconds", "3153600000", err, sizeof err), 0);
+    ck_assert_int_eq(c.retention.max_age_s, CONFIG_RETAIN_SECONDS_MAX);
+    static const char *const big[] = {"3153600001", "9223372036854775807",
+                                      "99999999999999999999"};
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        err[0] = '\0';
+        ck_assert_int_lt(config_set(&c, "retain_seconds", big[i], err, sizeof err), 0);
+        ck_assert_msg(strstr(err, "retain_seconds") && strstr(err, "3153600000") &&
+                          strstr(err, "100 years"),
+                      "unclear error for %s: %s", big[i], err);
+    }
+    ck_assert_int_eq(c.retention.max_age_s, CONFIG_RETAIN_SECONDS_MAX);
+    parse_fails_at("[channel chat.*]\nretain_seconds = 9223372036854775807\n", 2);
+    config_defaults(&c);
+    ck_assert_int_lt(config_parse(&c, "test.conf", "[channel a]\nretain_seconds = 4000000000\n",
+                                  err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "retain_seconds") && strstr(err, "3153600000"), "%s", err);
+    char *env[] = {"HOLDFAST_RETAIN_SECONDS=9223372036854775807", NULL};
+    config_defaults(&c);
+    ck_assert_int_lt(config_apply_env(&c, env, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "HOLDFAST_RETAIN_SECONDS") && strstr(err, "3153600000"), "%s", err);
+    /* Numbers too large for any key say "out of range", not "not a number". */
+    ck_assert_int_lt(config_set(&c, "busy_timeout_ms", "99999999999999999999", err, sizeof err),
+                     0);
+    ck_assert_msg(strstr(err, "out of range") && strstr(err, "600000"), "%s", err);
+}
+END_TEST
+
 START_TEST(test_env_overrides_file_and_ignores_other_variables)
 {
     config c;
@@ -356,6 +393,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_parse_handles_crlf_and_missing_final_newline);
     tcase_add_test(tc, test_parse_errors_name_file_and_line);
     tcase_add_test(tc, test_number_with_size_suffix_overflow_is_rejected);
+    tcase_add_test(tc, test_retain_seconds_above_100_years_is_refused_naming_key_and_maximum);
     tcase_add_test(tc, test_repeatable_keys_have_a_clear_limit);
 
     tc = tu_tcase(s, "env", 0);

@@ -153,6 +153,44 @@ START_TEST(test_publish_headers_and_body_limit)
 }
 END_TEST
 
+START_TEST(test_publish_content_type_is_bounded_and_checked)
+{
+    /* A 6 KB Content-Type used to be accepted and stored, and every
+     * format=raw answer carrying it then failed at nginx (502).  The parser
+     * now answers 400 bad_content_type for what msglog would refuse. */
+    static char big[6100], max[300], ct[6200];
+    memset(big, 'x', 6000);
+    memcpy(big, "text/", 5);
+    big[6000] = '\0';
+    memset(max, 'y', MSGLOG_TYPE_MAX);
+    memcpy(max, "text/", 5);
+    max[MSGLOG_TYPE_MAX] = '\0';
+    const char *bad[] = {big, "text/plain\r\nX-Injected: 1", "json", "text/plain; charset",
+                         "text/pl\x01ain"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(ct, sizeof ct, "CONTENT_TYPE=%s", bad[i]);
+        ck_assert_int_eq(PARSE("REQUEST_METHOD=POST", "PATH_INFO=/pub/news", ct), ROUTE_ERROR);
+        ck_assert_int_eq(r.status, 400);
+        ck_assert_str_eq(r.error, "bad_content_type");
+        ck_assert_ptr_nonnull(strstr(r.detail, "255"));
+    }
+    snprintf(ct, sizeof ct, "CONTENT_TYPE=%s", max);
+    ck_assert_int_eq(PARSE("REQUEST_METHOD=POST", "PATH_INFO=/pub/news", ct), ROUTE_PUB);
+    ck_assert_uint_eq(strlen(r.content_type), MSGLOG_TYPE_MAX);
+    max[MSGLOG_TYPE_MAX] = 'y';
+    max[MSGLOG_TYPE_MAX + 1] = '\0';
+    snprintf(ct, sizeof ct, "CONTENT_TYPE=%s", max);
+    ck_assert_int_eq(PARSE("REQUEST_METHOD=POST", "PATH_INFO=/pub/news", ct), ROUTE_ERROR);
+    ck_assert_str_eq(r.error, "bad_content_type");
+    ck_assert_int_eq(PARSE("REQUEST_METHOD=POST", "PATH_INFO=/pub/news",
+                           "CONTENT_TYPE=application/json; charset=\"utf-8\""),
+                     ROUTE_PUB);
+    ck_assert_int_eq(PARSE("REQUEST_METHOD=POST", "PATH_INFO=/pub/news", "CONTENT_TYPE="),
+                     ROUTE_PUB);
+    ck_assert_ptr_null(r.content_type);
+}
+END_TEST
+
 START_TEST(test_options_is_a_preflight_and_sse_is_recognised)
 {
     ck_assert_int_eq(PARSE("REQUEST_METHOD=OPTIONS", "PATH_INFO=/pub/news",
@@ -176,6 +214,7 @@ Suite *request_suite(void)
     tcase_add_test(tc, test_path_falls_back_to_request_uri_minus_script_name);
     tcase_add_test(tc, test_bad_input_maps_to_documented_statuses);
     tcase_add_test(tc, test_publish_headers_and_body_limit);
+    tcase_add_test(tc, test_publish_content_type_is_bounded_and_checked);
     tcase_add_test(tc, test_options_is_a_preflight_and_sse_is_recognised);
     return s;
 }

@@ -1,7 +1,8 @@
 /* fuzz_request.c -- libFuzzer target: arbitrary bytes as a CGI parameter set
  * (entries separated by NUL, "NAME=value") through request_parse().  Checks
  * the parser's promises: it never crashes, an error has a 4xx/5xx status
- * and a NUL-terminated detail, and a subscribe's channels are all valid. */
+ * and a NUL-terminated detail, a subscribe's channels are all valid, and a
+ * publish's Content-Type is one msglog accepts (no CR/LF, at most 255 bytes). */
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,6 +33,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             assert(msglog_channel_valid(r.channels[i], strlen(r.channels[i])));
         assert(r.timeout_s >= 0 && r.timeout_s <= 55);
         assert(r.limit >= 1 && r.limit <= 1000);
+    } else if (route == ROUTE_PUB) {
+        /* Only a type msglog stores (and a proxy can carry) gets through. */
+        assert(msglog_channel_valid(r.channel, strlen(r.channel)));
+        assert(!r.content_type || msglog_type_valid(r.content_type));
+        assert(!r.content_type || strlen(r.content_type) <= MSGLOG_TYPE_MAX);
+        assert(!r.content_type || !strpbrk(r.content_type, "\r\n"));
     }
     free(copy);
     return 0;
