@@ -314,5 +314,38 @@ class ConnTest(unittest.TestCase):
         self.assertNotIn('killed by signal', srv.read_log())
 
 
+    # ---- publishing rules at the HTTP surface --------------------------------
+
+    def test_22a_idempotent_retry_after_compaction_is_200_with_the_original_id(self):
+        """The retry of a compacted message published again (201, new id) and
+        made the stale value the channel's current one."""
+        srv = self.serve()
+        h1 = {'Holdfast-Key': 'X', 'Idempotency-Key': 'R1'}
+        st, j1 = publish(srv.addr, 'news', 'v1', h1)
+        self.assertEqual(st, 201)
+        self.assertEqual(publish(srv.addr, 'news', 'v2', {'Holdfast-Key': 'X',
+                                                           'Idempotency-Key': 'R2'})[0], 201)
+        st, j = publish(srv.addr, 'news', 'v1', h1)
+        self.assertEqual((st, j['id']), (200, j1['id']))
+        j = json.loads(request(srv.addr, 'GET', '/sub/news', 'since=0&timeout=0')[2])
+        self.assertEqual([m['data'] for m in j['messages']], ['v2'])
+        st, j = publish(srv.addr, 'news', 'something else', h1)
+        self.assertEqual(st, 422, j)
+        self.assertEqual(j['error'], 'idempotency_key_reused')
+
+    def test_22b_a_poison_content_type_is_refused_at_publish(self):
+        srv = self.serve()
+        st, j = publish(srv.addr, 'news', 'x', {'Content-Type': 'text/plain; x=' + 'a' * 6000})
+        self.assertEqual((st, j['error']), (400, 'bad_content_type'))
+        self.assertEqual(publish(srv.addr, 'news', 'x', {'Content-Type': 'text/plain'})[0], 201)
+
+    def test_22c_stats_report_the_durability_sqlite_applies(self):
+        srv = self.serve()
+        self.assertEqual(stats(srv.addr)['durability'], 'normal')
+        srv.stop()
+        srv = self.serve(config={'durability': 'full'})
+        self.assertEqual(stats(srv.addr)['durability'], 'full')
+
+
 if __name__ == '__main__':
     unittest.main()
