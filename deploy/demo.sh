@@ -15,13 +15,25 @@ cd "$top"
 
 sh deploy/install-deps.sh demo
 
-# Build (make does nothing when nothing changed); a tree configured in
-# place is built in place, anything else in build/.
-[ -x configure ] || autoreconf -fi >/dev/null 2>&1
-if [ -f Makefile ]; then bdir=$top; else bdir=$top/build; fi
+# Build the program only (make does nothing when nothing changed): the demo
+# needs no unit tests, so it configures --disable-tests and needs no Check.
+# A tree configured in place is built in place; anything else in
+# build-demo/, which is the demo's alone: tests/run-all.sh configures build/
+# and build-asan/ with the tests, so neither ever reconfigures (or rebuilds
+# under a running server) the other's directory.
+if [ ! -x configure ]; then
+  autoreconf -fi >"$top/autoreconf.log" 2>&1 || {
+    echo "autoreconf failed:" >&2; tail -20 "$top/autoreconf.log" >&2; exit 1; }
+  rm -f "$top/autoreconf.log"
+fi
+if [ -f Makefile ]; then bdir=$top; else bdir=$top/build-demo; fi
 mkdir -p "$bdir"
-[ -f "$bdir/Makefile" ] || (cd "$bdir" && "$top/configure" --quiet)
-make -s -C "$bdir" holdfast >/dev/null
+if [ ! -f "$bdir/Makefile" ]; then
+  (cd "$bdir" && "$top/configure" --quiet --disable-tests) || {
+    echo "configure failed; see $bdir/config.log" >&2; exit 1; }
+fi
+make -s -j"$(nproc 2>/dev/null || echo 2)" -C "$bdir" holdfast >/dev/null || {
+  echo "building holdfast failed: make -C $bdir holdfast" >&2; exit 1; }
 
 mkdir -p "$var"
 cat >"$var/holdfast.conf" <<CONF
@@ -62,12 +74,32 @@ cleanup() {
   trap - INT TERM HUP EXIT
   # holdfast first: it answers its waiting subscribers (through lighttpd)
   # and stops its workers (at most ~10 s); then lighttpd, which stops at
-  # once on SIGTERM.
-  for pid in $nap $pub $hf $lt; do
+  # once on SIGTERM.  Both must exit 0 when asked to stop; if one does not,
+  # the demo's exit status says so (1) instead of the signal's (143 for
+  # SIGTERM, 130 for Ctrl-C).
+  for pid in $nap $pub; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  unclean=""
+  for pid in $hf $lt; do
+    st=0
+    if alive "$pid"; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || st=$?
+    else
+      wait "$pid" 2>/dev/null || st=$?
+      [ "$st" -eq 127 ] && st=0   # reaped already
+    fi
+    if [ "$st" -ne 0 ]; then
+      if [ "$pid" = "$hf" ]; then unclean="$unclean holdfast($st)"; else unclean="$unclean lighttpd($st)"; fi
+    fi
+  done
   rm -f "$var/holdfast.sock"
+  if [ -n "$unclean" ]; then
+    echo "stopped, but not cleanly (exit status):$unclean; see $var/" >&2
+    exit 1
+  fi
   echo "stopped."
 }
 trap cleanup EXIT

@@ -3,9 +3,11 @@
 # packages what holdfast needs and is missing.  Needs root (or sudo); does
 # nothing when everything is present.
 #   build  compile holdfast
-#   demo   build + what deploy/demo.sh runs (lighttpd, curl)
-#   test   build + what the tests run, among them the web servers of every
-#          deploy/ configuration (tests/deploy/run.sh): apache2 brings
+#   demo   build + what deploy/demo.sh runs (lighttpd, curl); not Check:
+#          the demo configures --disable-tests
+#   test   build + what the tests run: Check for the unit tests (configure
+#          fails without it unless --disable-tests), and the web servers of
+#          every deploy/ configuration (tests/deploy/run.sh): apache2 brings
 #          mod_proxy_fcgi, mod_cgi/mod_cgid and mod_setenvif, mod_fcgid is
 #          libapache2-mod-fcgid, nginx-light has the FastCGI module
 set -eu
@@ -26,8 +28,11 @@ done
 echo "installing:$missing"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -q
+# sudo resets the environment: hand DEBIAN_FRONTEND over explicitly.  Wait
+# for a dpkg lock held by another apt (unattended-upgrades on a fresh
+# machine) rather than failing at once.
+apt="$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300"
+$apt update -q
 # The web servers are only run by the tests and the demo, on private ports:
 # keep Debian from starting their system-wide services.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -36,4 +41,13 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 # shellcheck disable=SC2086
-$sudo apt-get install -y -q --no-install-recommends $missing
+$apt install -y -q --no-install-recommends $missing
+# Say so now rather than in a confusing build or test error later.
+still=""
+for p in $missing; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || still="$still $p"
+done
+if [ -n "$still" ]; then
+  echo "install-deps: still missing after apt-get install:$still" >&2
+  exit 1
+fi

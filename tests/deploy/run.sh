@@ -32,4 +32,21 @@ if [ -z "$bin" ] || [ ! -x "$bin" ]; then
   echo "0 passed, 1 failed"
   exit 1
 fi
-exec python3 "$here/deploy_test.py" --bin "$bin" "$@"
+# --serve NAME runs one deployment for a person to try: nothing to count.
+for a in "$@"; do
+  case $a in --serve|--serve=*) exec python3 "$here/deploy_test.py" --bin "$bin" "$@" ;; esac
+done
+# A run that tested nothing fails: the last line must count at least one pass.
+log=$(mktemp "${TMPDIR:-/tmp}/hf-deploy-log.XXXXXX")
+rcf=$log.rc
+{ python3 "$here/deploy_test.py" --bin "$bin" "$@" 2>&1; echo $? >"$rcf"; } | tee "$log"
+rc=$(cat "$rcf" 2>/dev/null || echo 1)
+last=$(grep -v '^[[:space:]]*$' "$log" | tail -n 1)
+rm -f "$log" "$rcf"
+passed=$(echo "$last" | sed -n 's/^\([0-9][0-9]*\) passed, [0-9][0-9]* failed$/\1/p')
+if [ -z "$passed" ] || [ "$passed" -eq 0 ]; then
+  echo "tests/deploy: no deployment test passed (last line: '$last')"
+  echo "0 passed, 1 failed"
+  [ "$rc" -ne 0 ] || rc=1
+fi
+exit "$rc"
