@@ -123,6 +123,7 @@ static int fcgi_proto_pairs(const unsigned char *s, size_t n,
 
 typedef struct {
     buf strings;   /* "NAME=value\0" one after another */
+    size_t offs[FCGI_PROTO_MAX_PARAMS]; /* where each starts (a value may hold NUL) */
     size_t count;
     int over;      /* more than FCGI_PROTO_MAX_PARAMS pairs */
 } fcgi_proto_env;
@@ -138,6 +139,7 @@ static void fcgi_proto_env_add(const unsigned char *name, size_t nl, const unsig
         e->over = 1;
         return;
     }
+    e->offs[e->count] = e->strings.len;
     buf_put(&e->strings, name, nl);
     buf_putc(&e->strings, '=');
     buf_put(&e->strings, val, vl);
@@ -147,7 +149,10 @@ static void fcgi_proto_env_add(const unsigned char *name, size_t nl, const unsig
 
 /* The PARAMS stream ended: build envp from it. */
 static fcgi_proto_event fcgi_proto_params_end(fcgi_proto *p) {
-    fcgi_proto_env e = {.count = 0};
+    fcgi_proto_env e; /* offs[] is written before it is read */
+    buf_init(&e.strings);
+    e.count = 0;
+    e.over = 0;
     p->params_done = 1;
     if (!p->params_over &&
         fcgi_proto_pairs((const unsigned char *)p->params.p, p->params.len,
@@ -166,11 +171,8 @@ static fcgi_proto_event fcgi_proto_params_end(fcgi_proto *p) {
     /* The strings move into p->params, which the envp pointers index. */
     buf_free(&p->params);
     p->params = e.strings;
-    size_t off = 0;
-    for (size_t i = 0; i < e.count; i++) {
-        p->envp[i] = p->params.p + off;
-        off += strlen(p->params.p + off) + 1;
-    }
+    for (size_t i = 0; i < e.count; i++)
+        p->envp[i] = p->params.p + e.offs[i];
     p->envp[e.count] = NULL;
     p->nenv = e.count;
     return FCGI_PROTO_PARAMS;
@@ -283,8 +285,10 @@ static fcgi_proto_event fcgi_proto_record_end(fcgi_proto *p, size_t content_len)
         return fcgi_proto_begin(p);
     if (!p->begun || p->rec_id != p->reqid)
         return FCGI_PROTO_MORE; /* another request's record: not ours */
-    if (p->type == FCGI_ABORT_REQUEST)
+    if (p->type == FCGI_ABORT_REQUEST) {
+        p->aborted = 1;
         return FCGI_PROTO_ABORT;
+    }
     if (content_len > 0)
         return FCGI_PROTO_MORE;
     if (p->type == FCGI_PARAMS)
@@ -300,7 +304,7 @@ fcgi_proto_event fcgi_proto_feed(fcgi_proto *p, const unsigned char *data, size_
                                  size_t *used) {
     size_t off = 0;
     fcgi_proto_event ev = FCGI_PROTO_MORE;
-    while (off < len && ev == FCGI_PROTO_MORE && !p->error && !p->stdin_done) {
+    while (off < len && ev == FCGI_PROTO_MORE && !p->error && !p->stdin_done && !p->aborted) {
         if (p->hdr_have < sizeof p->hdr) {
             size_t n = sizeof p->hdr - p->hdr_have;
             n = n < len - off ? n : len - off;

@@ -40,7 +40,7 @@ typedef struct {
     buf body;          /* the first max_body bytes of stdin */
     uint64_t stdin_len; /* every stdin byte seen, kept or not */
     int body_over;     /* stdin_len > max_body */
-    int params_done, stdin_done;
+    int params_done, stdin_done, aborted;
     buf reply;         /* records to send back (management answers) */
     const char *error; /* with FCGI_PROTO_ERROR */
     /* private: the record being read */
