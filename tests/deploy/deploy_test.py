@@ -24,12 +24,20 @@ breaks fails here.  Against each it runs one conformance scenario:
                     settings file is not served (where it lives in the web root)
   stop              the server stops and leaves no process behind
 
+The FastCGI deployments (not the plain-CGI ones, and of the three mod_fcgid
+layouts only the vhost) are then put through hostile input (see hostile()):
+a body far over max_body, params over 64 KiB, bad channels and cursors,
+uploads one byte per second and dropped half-way, and 500 parked subscribers
+dropped at once.  Each must get its documented status *through the web
+server*, and afterwards a publish reaches a parked subscriber at once and
+the holdfast workers (where the test can see them) are the same processes.
+
 Run as root, every server process runs as the user `nobody` (Apache refuses
 to run as root, and it is what a shared host looks like); otherwise as the
 current user.  Prints "ok - ..." / "FAIL - ..." per check and finally
 "N passed, M failed"; exit status 1 on any failure.
 
-    deploy_test.py [--bin PATH] [--only NAME[,NAME...]] [--keep]
+    deploy_test.py [--bin PATH] [--only NAME[,NAME...]] [--keep] [--no-hostile]
 """
 import argparse
 import http.client
@@ -56,6 +64,7 @@ NGINX = '/usr/sbin/nginx'
 
 KEY = 'test-key-' + os.urandom(8).hex()
 FANOUT = 50
+HOSTILE = True          # --no-hostile: the conformance scenario only
 
 
 # ---- results ------------------------------------------------------------------
@@ -142,6 +151,23 @@ def procs_of(sid, marker):
 
 def count_procs(marker):
     return len(procs_of(None, marker))
+
+
+def children_of(pid):
+    """Live (not zombie) processes whose parent is pid."""
+    out = []
+    for d in os.listdir('/proc'):
+        if not d.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(')') + 2:].split()
+        if fields[0] != 'Z' and int(fields[1]) == pid:
+            out.append(int(d))
+    return out
 
 
 # ---- HTTP -------------------------------------------------------------------------
@@ -239,6 +265,16 @@ class Deployment:
     needs = ()
     settings_url = None     # a path under the web root that must not be served
     spawned_marker = None   # cmdline marker of per-request processes (fcgid, CGI)
+    # hostile(): whether it runs, and what this web server documents (see there)
+    hostile = False
+    big_body_status = 413   # a 4 MiB publish (max_body is 64k)
+    big_params = None       # nine 7.8 KB headers: None, a 4xx of the web server's
+                            # own; 431, holdfast's (the web server passes them)
+    flood = 500             # parked subscribers dropped at once
+    flood_timeout = 30      # their ?timeout=
+    flood_recover = 5       # seconds until a publish reaches a subscriber again
+    drops_upstream = False  # closes holdfast's connection when its client leaves
+    serve_proc = None       # `holdfast serve`, for the pool deployments
 
     def __init__(self, root, binary, attempt=0):
         self.dir = os.path.join(root, self.name + ('.%d' % attempt if attempt else ''))
@@ -259,6 +295,13 @@ class Deployment:
 
     def p(self, *parts):
         return os.path.join(self.dir, *parts)
+
+    def holdfast_pids(self):
+        """The long-lived holdfast processes, or None where they come and go
+        (mod_fcgid starts and stops them as it likes)."""
+        if self.serve_proc is None:
+            return None
+        return sorted([self.serve_proc.pid] + children_of(self.serve_proc.pid))
 
     def own(self):
         """Hand the tree to the server user (when we are root)."""
@@ -359,9 +402,10 @@ def apache_conf(dep, modules, body, docroot=True, extra=''):
         'ErrorLog %s' % dep.p('logs', 'error.log'),
         'LogLevel warn',
         'Timeout 60',
-        # Room for 50 parked subscribers plus the scenario's other requests.
-        'StartServers 1', 'ServerLimit 4', 'ThreadLimit 64', 'ThreadsPerChild 64',
-        'MaxRequestWorkers 256', 'MinSpareThreads 16', 'MaxSpareThreads 256',
+        # Room for hostile()'s 500 parked subscribers plus the other
+        # requests (each holds an Apache thread while it waits).
+        'StartServers 1', 'ServerLimit 10', 'ThreadLimit 64', 'ThreadsPerChild 64',
+        'MaxRequestWorkers 640', 'MinSpareThreads 16', 'MaxSpareThreads 640',
         'AccessFileName .htaccess',
         '<Directory />', '    AllowOverride None', '    Require all denied', '</Directory>',
         '<Files ".ht*">', '    Require all denied', '</Files>',
@@ -454,6 +498,24 @@ class ApacheFcgidVhost(ApacheDeployment):
     """deploy/apache-fcgid/vhost.conf, the root admin's version."""
     name = 'apache-fcgid-vhost'
     spawned_marker = 'holdfast.fcgi'
+    hostile = True
+    # FcgidMaxRequestLen (default 128 KiB, not set in vhost.conf): mod_fcgid
+    # documents that a longer request body "will fail with 500 Server
+    # Error", answered by mod_fcgid before holdfast sees the request.
+    big_body_status = 500
+    # Apache passes the nine header lines (see hostile()), but mod_fcgid
+    # sends the params in one record, at most 65535 bytes, and refuses
+    # more itself with 500 ("mod_fcgid: can't build begin or env request"
+    # in its log): holdfast's 431 (over 64 KiB) cannot be reached here.
+    big_params = 500
+    # One process per waiting subscriber, and a client that leaves is not
+    # noticed while it waits (mod_fcgid 2.3.9, measured): 500 would mean 500
+    # processes on this machine.  100 subscribers, the default
+    # FcgidMaxProcessesPerClass, with a short poll: each holds its process
+    # (and its Apache thread) until the poll ends.
+    flood = 100
+    flood_timeout = 3
+    flood_recover = 20
 
     def setup(self):
         lib = self.p('lib')
@@ -476,6 +538,14 @@ class ApacheFcgidVhost(ApacheDeployment):
 class ApacheProxyFcgi(ApacheDeployment):
     """deploy/apache-proxy-fcgi/holdfast-proxy.conf to `holdfast serve`."""
     name = 'apache-proxy-fcgi'
+    hostile = True
+    big_params = 431        # Apache passes them on (see hostile())
+    # mod_proxy_fcgi notices a client that left only when it writes the
+    # answer (Apache 2.4, measured): each dropped subscriber holds its Apache
+    # thread until its poll ends, so the flood polls briefly and service
+    # comes back once those threads are free.
+    flood_timeout = 3
+    flood_recover = 15
 
     def setup(self):
         self.serve_argv, sock = self.serve_from_unit()
@@ -489,7 +559,7 @@ class ApacheProxyFcgi(ApacheDeployment):
                     'Include %s' % self.p('conf', 'holdfast-proxy.conf'), docroot=False)
 
     def start(self):
-        hf = self.start_proc(self.serve_argv, 'holdfast.out')
+        hf = self.serve_proc = self.start_proc(self.serve_argv, 'holdfast.out')
         if not self.wait_socket(self.sock, hf):
             raise RuntimeError('holdfast serve did not create its socket')
         self.start_apache()
@@ -531,6 +601,12 @@ def lighttpd_conf(dep, include):
 
 class LighttpdDeployment(Deployment):
     needs = (LIGHTTPD,)
+    hostile = True
+    # lighttpd 1.4.69 does not close the FastCGI connection of a client that
+    # left (measured): the dropped subscribers stay parked in
+    # holdfast until their poll ends, which costs holdfast little and
+    # blocks nothing.
+    flood_timeout = 20
 
     def start_lighttpd(self):
         return self.start_proc([LIGHTTPD, '-D', '-f', self.p('conf', 'lighttpd.conf')],
@@ -540,6 +616,10 @@ class LighttpdDeployment(Deployment):
 class LighttpdSpawn(LighttpdDeployment):
     """deploy/lighttpd/holdfast-spawn.conf: lighttpd starts holdfast (bin-path)."""
     name = 'lighttpd-spawn'
+
+    def holdfast_pids(self):
+        """The max-procs holdfast processes lighttpd keeps (by their binary)."""
+        return sorted(pid for pid, _ in procs_of(None, self.bin))
 
     def setup(self):
         inc = self.p('conf', 'holdfast-spawn.conf')
@@ -569,7 +649,7 @@ class LighttpdSocket(LighttpdDeployment):
         lighttpd_conf(self, inc)
 
     def start(self):
-        hf = self.start_proc(self.serve_argv, 'holdfast.out')
+        hf = self.serve_proc = self.start_proc(self.serve_argv, 'holdfast.out')
         if not self.wait_socket(self.sock, hf):
             raise RuntimeError('holdfast serve did not create its socket')
         self.start_lighttpd()
@@ -580,6 +660,7 @@ class LighttpdCgi(LighttpdDeployment):
     name = 'cgi-lighttpd'
     settings_url = '/lp/holdfast.conf'
     spawned_marker = 'holdfast.cgi'
+    hostile = False         # FastCGI deployments only
 
     def setup(self):
         lp = self.p('www', 'lp')
@@ -604,6 +685,8 @@ class Nginx(Deployment):
     """deploy/nginx/holdfast-site.conf to `holdfast serve`."""
     name = 'nginx'
     needs = (NGINX,)
+    hostile = True
+    drops_upstream = True   # nginx closes the upstream when its client leaves
 
     def setup(self):
         self.serve_argv, sock = self.serve_from_unit()
@@ -612,7 +695,11 @@ class Nginx(Deployment):
         template('nginx/holdfast-site.conf', site, [
             ('listen 80;', 'listen 127.0.0.1:%d;' % self.port),
             ('/var/www/example.org', self.www),
-            ('/run/holdfast/holdfast.sock', sock)])
+            ('/run/holdfast/holdfast.sock', sock),
+            # The shipped 1m already lets bodies over max_body reach holdfast
+            # for its 413; 16m lets hostile()'s 4 MiB publish reach it too,
+            # which holdfast must read through before it answers.
+            ('client_max_body_size 1m;', 'client_max_body_size 16m;')])
         # `include fastcgi_params;` resolves next to the main file, as in /etc/nginx.
         shutil.copy2('/etc/nginx/fastcgi_params', self.p('conf', 'fastcgi_params'))
         tmp = self.p('run', 'nginx')
@@ -621,7 +708,8 @@ class Nginx(Deployment):
             'daemon off;', 'master_process on;', 'worker_processes 1;',
             'pid %s;' % self.p('run', 'nginx.pid'),
             'error_log %s warn;' % self.p('logs', 'error.log'),
-            'events { worker_connections 1024; }',
+            # 500 parked subscribers are 1000 connections (client + upstream)
+            'events { worker_connections 4096; }',
             'http {', '    access_log off;',
             '    client_body_temp_path %s/body;' % tmp,
             '    fastcgi_temp_path %s/fastcgi;' % tmp,
@@ -634,7 +722,7 @@ class Nginx(Deployment):
         self.base = '/lp'
 
     def start(self):
-        hf = self.start_proc(self.serve_argv, 'holdfast.out')
+        hf = self.serve_proc = self.start_proc(self.serve_argv, 'holdfast.out')
         if not self.wait_socket(self.sock, hf):
             raise RuntimeError('holdfast serve did not create its socket')
         # -e: nginx 1.22 opens its default error log before reading the config.
@@ -838,6 +926,281 @@ def scenario(dep):
                 not in b, 'status %s' % st)
 
 
+# ---- hostile input ------------------------------------------------------------------------
+
+class Sock:
+    """An HTTP/1.1 request on a raw socket: the head goes out at once, the
+    body from a thread (all of it, or one byte every `pace` seconds, or the
+    first `upto` bytes and then the connection is dropped), while the answer
+    is read: a server may answer (413) before it has taken the whole body."""
+
+    def __init__(self, port, method, path, headers=None, body=b'', pace=None, upto=None,
+                 timeout=30):
+        self.s = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+        h = {'Host': '127.0.0.1', 'Connection': 'close'}
+        h.update(headers or {})
+        if body or method == 'POST':
+            h['Content-Length'] = str(len(body))
+        self.head = ('%s %s HTTP/1.1\r\n' % (method, path) +
+                     ''.join('%s: %s\r\n' % kv for kv in h.items()) + '\r\n').encode()
+        self.body, self.pace, self.upto = body, pace, upto
+        self.stop = threading.Event()
+        self.sender = threading.Thread(target=self._send, daemon=True)
+        self.sender.start()
+
+    def _send(self):
+        try:
+            self.s.sendall(self.head)
+            body = self.body if self.upto is None else self.body[:self.upto]
+            step = 1 if self.pace else 65536
+            for off in range(0, len(body), step):
+                if self.stop.is_set() or (self.pace and off and self.stop.wait(self.pace)):
+                    return
+                self.s.sendall(body[off:off + step])
+            if self.upto is not None:
+                self.s.shutdown(socket.SHUT_RDWR)   # the client leaves mid-body
+        except OSError:
+            pass                                    # the server closed first: fine
+
+    def answer(self):
+        """(status, headers, body) or (None, {}, why) if there was none."""
+        try:
+            r = http.client.HTTPResponse(self.s)
+            r.begin()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        except (OSError, http.client.HTTPException) as e:
+            return None, {}, repr(e)
+        finally:
+            self.close()
+
+    def close(self):
+        self.stop.set()
+        try:
+            self.s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sender.join(5)
+        self.s.close()
+
+
+def hostile(dep):
+    """Refused requests get their documented status through the web server,
+    and leave holdfast as it was: after each group of them a publish
+    reaches a parked subscriber at once, and the holdfast processes are the
+    same (no worker died or was replaced)."""
+    n = dep.name
+    port = dep.port
+    P = lambda path: dep.base + path                               # noqa: E731
+    auth = {'Authorization': 'Bearer ' + KEY, 'Content-Type': 'text/plain'}
+    pids = dep.holdfast_pids()
+
+    def error_of(b):
+        return (jbody(b) or {}).get('error')
+
+    def guard(what, fn):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 -- one failed check, then go on
+            R.check('%s: %s' % (n, what), False, repr(e))
+        service(what)
+
+    def service(what):
+        """A normal publish + subscribe works right after `what`."""
+        ok, detail = serves(dep, P, auth)
+        R.check('%s: after %s, a publish reaches a parked subscriber' % (n, what), ok, detail)
+        if pids is not None:
+            now = dep.holdfast_pids()
+            R.check('%s: after %s, the holdfast processes are the same' % (n, what),
+                    now == pids, '%d processes' % len(now) if now == pids else
+                    'before %r, now %r' % (pids, now))
+
+    # (a) A publish far over max_body (64k): 413 body_too_large every time.
+    # holdfast answers before the body is in, so it must read the rest
+    # through before it closes: a socket closed with unread input is reset,
+    # and nginx then loses the answer (502).  Through mod_fcgid the 4 MiB
+    # never reach holdfast: FcgidMaxRequestLen (128 KiB) answers 500
+    # first, as mod_fcgid documents; 100 KiB (over max_body, under
+    # FcgidMaxRequestLen) gets holdfast's own 413 everywhere.
+    def big_bodies():
+        for size, tries, want in ((4 << 20, 20 if n == 'nginx' else 5, dep.big_body_status),
+                                  (100 << 10, 5, 413)):
+            body = b'x' * size
+            got = []
+            for _ in range(tries):
+                st, _, b = Sock(port, 'POST', P('/pub/big'), auth, body).answer()
+                got.append((st, error_of(b) if st == 413 else None))
+            good = all(st == want and (want != 413 or e == 'body_too_large') for st, e in got)
+            R.check('%s: a %d KiB publish answers %d, %d times of %d' % (
+                n, size >> 10, want, sum(1 for st, _ in got if st == want), tries), good,
+                '' if good else 'answers: %r' % got)
+
+    # (b) Params over holdfast's 64 KiB.  Every web server caps the request
+    # head itself: nginx (large_client_header_buffers 4 8k) answers 400 (it
+    # logs 494), lighttpd (server.max-request-field-size 8 KiB) 431, Apache
+    # 400 for one line over LimitRequestFieldSize (8190).  Never a 5xx.
+    # Apache caps each line, not the sum (LimitRequestFields 100), so nine
+    # lines of 7.8 KB reach mod_proxy_fcgi, which sends them as 70 KB of
+    # params: 431 headers_too_large, holdfast's own answer (mod_fcgid: see
+    # ApacheFcgidVhost.big_params).
+    def big_headers():
+        one = {'X-Big': 'a' * 60000}
+        many = dict(('X-Big-%d' % i, 'b' * 7800) for i in range(9))
+        for what, hdrs in (('one 60 KB header', one), ('nine 7.8 KB headers', many)):
+            st, _, b = Sock(port, 'GET', P('/sub/big?timeout=0'), hdrs).answer()
+            if dep.big_params == 431 and hdrs is many:
+                good = st == 431 and error_of(b) == 'headers_too_large'
+                R.check('%s: %s reach holdfast: 431 headers_too_large' % (n, what), good,
+                        '' if good else '%s %r' % (st, b[:200]))
+            elif dep.big_params and hdrs is many:
+                good = st == dep.big_params and jbody(b) is None
+                R.check('%s: %s: the web server refuses them itself with %d' % (
+                    n, what, dep.big_params), good, '' if good else '%s %r' % (st, b[:200]))
+            else:
+                good = st is not None and 400 <= st < 500
+                R.check('%s: %s: a 4xx from the web server, not a 5xx' % (n, what), good,
+                        '%s' % st if good else '%s %r' % (st, b[:200]))
+
+    # (c) Refused subscribes (README, Limits).
+    def refused():
+        chans = ','.join('c%d' % i for i in range(17))
+        for path, want, err in (('/sub/%s?timeout=0' % chans, 400, 'too_many_channels'),
+                                ('/sub/bad!name?timeout=0', 400, 'bad_channel'),
+                                ('/sub/%s?timeout=0' % ('x' * 129), 400, 'bad_channel'),
+                                ('/sub/news?since=abc', 400, 'bad_cursor'),
+                                ('/sub/news?timeout=soon', 400, 'bad_parameter')):
+            st, _, b = req(port, 'GET', P(path))
+            R.check('%s: GET %s answers %d %s' % (n, path[:40], want, err),
+                    st == want and error_of(b) == err, '%s %r' % (st, b[:200]))
+
+    # (d) Slow and partial uploads.  nginx, lighttpd and mod_fcgid read the
+    # whole body before they pass the request on (15 s here, far within
+    # their idle timeouts of 60 s): 201.  mod_proxy_fcgi streams it, so
+    # holdfast sees a request that is not complete within 10 s: 408
+    # request_timeout.  Either way holdfast keeps answering everyone else.
+    def slow_uploads():
+        slow = [Bg(lambda: Sock(port, 'POST', P('/pub/slow'), auth, b'0123456789abcdef',
+                                pace=1.0).answer()) for _ in range(8)]
+        lat = []
+        for _ in range(5):
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            try:
+                st = req(port, 'GET', P('/health'), timeout=5)[0]
+            except OSError as e:
+                st = repr(e)
+            lat.append((time.monotonic() - t0, st))
+        good = all(t < 1.0 and st == 200 for t, st in lat)
+        R.check('%s: /health answers within 1 s during 8 uploads at 1 byte/s' % n, good,
+                'slowest %.0f ms' % (max(t for t, _ in lat) * 1000) if good else repr(lat))
+        for s in slow:
+            s.join(40)
+        got = [s.result[0] if isinstance(s.result, tuple) else repr(s.result) for s in slow]
+        R.check('%s: uploads at 1 byte/s answer 201 or 408, never 5xx' % n,
+                all(st in (201, 408) for st in got), repr(got))
+        partial = [Sock(port, 'POST', P('/pub/partial'), auth, b'p' * 100, upto=5)
+                   for _ in range(8)]
+        time.sleep(1.0)
+        for s in partial:
+            s.close()
+
+    guard('bodies over max_body', big_bodies)
+    guard('oversize headers', big_headers)
+    guard('refused subscribes', refused)
+    guard('slow and dropped uploads', slow_uploads)
+    # (e) A flood: `flood` subscribers parked at once, then all dropped.
+    guard('%d subscribers dropped at once' % dep.flood, lambda: flood(dep, P))
+
+
+def serves(dep, P, auth):
+    """(ok, detail): a parked subscriber gets a publish within 3 s."""
+    try:
+        st, _, b = req(dep.port, 'GET', P('/sub/after?timeout=0'), timeout=10)
+        j = jbody(b)
+        if st != 200 or not j:
+            return False, 'head: %s %r' % (st, b[:200])
+        sub = Bg(lambda: req(dep.port, 'GET', P('/sub/after?since=%d&timeout=10' % j['cursor']),
+                             timeout=15))
+        time.sleep(0.3)
+        st, _, b = req(dep.port, 'POST', P('/pub/after'), b'again', auth, timeout=10)
+        t_pub = time.monotonic()
+        sub.join(15)
+        if st != 201:
+            return False, 'publish: %s %r' % (st, b[:200])
+        r = sub.result
+        if not isinstance(r, tuple) or r[0] != 200:
+            return False, 'subscriber: %r' % (r,)
+        msgs = [m['data'] for m in (jbody(r[2]) or {}).get('messages', [])]
+        lat = sub.t1 - t_pub
+        return msgs == ['again'] and lat < 3, '%.0f ms after the publish' % max(0, lat * 1000) \
+            if msgs == ['again'] else 'got %r' % r[2][:200]
+    except Exception as e:  # noqa: BLE001
+        return False, repr(e)
+
+
+def parked(dep, P):
+    try:
+        st, _, b = req(dep.port, 'GET', P('/stats'), timeout=5)
+        return (jbody(b) or {}).get('parked', -1) if st == 200 else -1
+    except OSError:
+        return -1
+
+
+def flood(dep, P):
+    """dep.flood subscribers, all parked, then all dropped at once: none is
+    refused or answered before it is dropped, and a publish reaches a new
+    subscriber within dep.flood_recover seconds of the drop."""
+    n, count = dep.name, dep.flood
+    path = P('/sub/flood?timeout=%d' % dep.flood_timeout)
+    head = ('GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' % path).encode()
+    socks, early, most = [], [], 0
+    t0 = time.monotonic()
+    try:
+        for _ in range(count):
+            s = socket.create_connection(('127.0.0.1', dep.port), timeout=10)
+            socks.append(s)
+            s.sendall(head)
+        most = 0
+        end = time.monotonic() + min(15, max(2, dep.flood_timeout - 1))
+        while time.monotonic() < end and most < count:
+            most = max(most, parked(dep, P))
+            time.sleep(0.2)
+        for s in socks:                 # answered before the drop: refused
+            s.setblocking(False)
+            try:
+                data = s.recv(200)
+                early.append(data.split(b'\r\n', 1)[0].decode(errors='replace') or 'closed')
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                early.append(repr(e))
+    finally:
+        for s in socks:
+            s.close()
+    t_drop = time.monotonic()
+    up = '%d connected and sent in %.1f s, at most %d parked at once' % (
+        len(socks), t_drop - t0, most)
+    if dep.flood_timeout > 5:
+        # long polls: every one of them was parked in holdfast at once
+        R.check('%s: %d subscribers parked at once' % (n, count), most >= count and not early,
+                up if most >= count and not early else up + '; answered early: %r' % early[:5])
+    else:
+        R.check('%s: %d subscribers: none answered before the drop' % (n, count), not early,
+                up if not early else up + '; answered early: %r' % early[:5])
+    auth = {'Authorization': 'Bearer ' + KEY, 'Content-Type': 'text/plain'}
+    ok, detail = False, ''
+    while not ok and time.monotonic() - t_drop < dep.flood_recover + 10:
+        ok, detail = serves(dep, P, auth)
+    took = time.monotonic() - t_drop
+    R.check('%s: %d subscribers dropped at once: service again within %d s' % (
+        n, count, dep.flood_recover), ok and took <= dep.flood_recover + 3,
+        'after %.1f s (%s)' % (took, detail))
+    if dep.drops_upstream:
+        gone = wait_until(lambda: 0 <= parked(dep, P) < count // 10, 5, 0.2)
+        R.check('%s: the dropped subscribers leave holdfast within 5 s' % n, gone,
+                '%d still parked' % parked(dep, P))
+
+
 def run_one(cls, root, binary):
     n = cls.name
     missing = [x for x in cls.needs if not os.path.exists(x)]
@@ -873,6 +1236,8 @@ def run_one(cls, root, binary):
             '' if started else dep.log_tail())
     if started:
         scenario(dep)
+        if dep.hostile and HOSTILE:
+            hostile(dep)
     stopped = dep.stop()
     left = []
     if wait_until(lambda: not dep.leftovers(), 10, 0.1) is False:
@@ -930,7 +1295,11 @@ def main():
     ap.add_argument('--serve', metavar='NAME',
                     help='only start that deployment, print where it is, and wait for '
                     'Ctrl-C (to poke at it with curl)')
+    ap.add_argument('--no-hostile', action='store_true',
+                    help='skip the hostile-input checks (see hostile())')
     args = ap.parse_args()
+    global HOSTILE
+    HOSTILE = not args.no_hostile
     binary = os.path.abspath(args.bin)
     if not os.access(binary, os.X_OK):
         print('deploy tests: no holdfast binary at %s (build it, or pass its path)' % binary)
