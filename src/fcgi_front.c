@@ -4,9 +4,11 @@
  * THE CONNECTION PATH.  A thread accepts (EPOLLEXCLUSIVE: one thread per
  * connection wakes), checks FCGI_WEB_SERVER_ADDRS, and reads the request
  * itself, non-blocking, through fcgi_proto.c -- under ONE deadline for the
- * whole request (FCGI_FRONT_REQUEST_MS from accept), not one per read, so
- * a peer trickling a byte at a time holds a thread at most that long.
- * Then exactly one of:
+ * whole request (FCGI_FRONT_REQUEST_MS from accept), not one per read.  A
+ * request that is not whole within FCGI_FRONT_PATIENCE_MS goes to the
+ * dispatcher, which waits for the rest without a thread (worker_read) and
+ * hands it back through the ready queue when it is whole or late: slow
+ * uploads cannot take every thread.  Then exactly one of:
  *   - the request arrived whole: handler_run() answers it, or it is parked
  *     with the dispatcher (worker.c), which then owns the connection;
  *   - it is refused before its body is read (431 params over
@@ -48,6 +50,7 @@
 #include "worker.h"
 
 #define FCGI_FRONT_REQUEST_MS 10000       /* for a whole request to arrive */
+#define FCGI_FRONT_PATIENCE_MS 50         /* a thread waits this long, then the dispatcher */
 #define FCGI_FRONT_PARAMS_MAX (64 * 1024) /* bytes of params (431 beyond) */
 
 typedef struct {
@@ -57,6 +60,11 @@ typedef struct {
     worker *wk;
     handler_counters *counters;
     const char *web_addrs; /* FCGI_WEB_SERVER_ADDRS, or NULL */
+    /* The ready queue: requests the dispatcher read whole (or gave up on),
+     * for any accepting thread to answer.  Linked through out_next. */
+    pthread_mutex_t ready_lock;
+    waiter *ready_head, *ready_tail;
+    int ready_fd; /* eventfd: readable while the queue may hold some */
 } fcgi_front;
 
 /* Written by the signal handler; every accepting thread polls it. */
@@ -104,13 +112,24 @@ static int fcgi_front_peer_ok(const fcgi_front *f, int fd) {
     return 0;
 }
 
-/* How a request's intake ended (see THE CONNECTION PATH). */
+/* How a request's intake went (see THE CONNECTION PATH). */
 typedef enum {
+    FCGI_FRONT_MORE,    /* everything read so far is taken: more is to come */
+    FCGI_FRONT_PARAMS,  /* the params are complete (the caller may refuse now) */
     FCGI_FRONT_WHOLE,   /* arrived whole: answer or park it */
+    FCGI_FRONT_OVER,    /* the body passed max_body: 413, drain the rest */
     FCGI_FRONT_REFUSED, /* answered before its end (resp is built): drain the rest */
+    FCGI_FRONT_PENDING, /* not whole yet: over to the dispatcher */
     FCGI_FRONT_LATE,    /* not whole by the deadline */
     FCGI_FRONT_BROKEN   /* not FastCGI, aborted, or the web server left */
 } fcgi_front_intake;
+
+/* A request the dispatcher reads for us (waiter.intake). */
+typedef struct {
+    fcgi_proto p;
+    fcgi_front_intake res; /* how its reading ended */
+    int clean;
+} fcgi_front_pending;
 
 typedef struct {
     fcgi_front *f;
@@ -123,26 +142,36 @@ typedef struct {
     unsigned char in[16384];
 } fcgi_front_thread;
 
-/* Write b now, waiting for the socket at most until deadline: 0 when all
- * of it went out. */
-static int fcgi_front_write_by(int fd, const buf *b, int64_t deadline) {
-    size_t off = 0;
-    while (off < b->len) {
-        ssize_t n = write(fd, b->p + off, b->len - off);
-        if (n > 0) {
-            off += (size_t)n;
-            continue;
+/* Feed in[*off..got) to the reader until an event that matters: MORE when
+ * all of it is taken, else PARAMS, WHOLE, OVER or BROKEN (*clean says
+ * whether the request ended exactly at the end of what was read).
+ * Management answers are written at once (small and rare: best effort). */
+static fcgi_front_intake fcgi_front_absorb(fcgi_proto *p, int fd, const unsigned char *in,
+                                           size_t got, size_t *off, int *clean) {
+    while (*off < got) {
+        size_t used;
+        fcgi_proto_event ev = fcgi_proto_feed(p, in + *off, got - *off, &used);
+        *off += used;
+        if (p->reply.len) {
+            if (write(fd, p->reply.p, p->reply.len) < 0)
+                p->error = "cannot answer a management record";
+            buf_reset(&p->reply);
         }
-        int64_t left = deadline - clock_mono_ms();
-        if (n == 0 || (errno != EAGAIN && errno != EINTR) || left <= 0)
-            return -1;
-        struct pollfd pfd = {fd, POLLOUT, 0};
-        poll(&pfd, 1, (int)left);
+        if (ev == FCGI_PROTO_ABORT || ev == FCGI_PROTO_ERROR || p->error)
+            return FCGI_FRONT_BROKEN;
+        *clean = ev == FCGI_PROTO_DONE && *off == got;
+        if (p->body_over) /* before DONE: a handler never sees a cut body */
+            return FCGI_FRONT_OVER;
+        if (ev == FCGI_PROTO_DONE)
+            return FCGI_FRONT_WHOLE;
+        if (ev == FCGI_PROTO_PARAMS)
+            return FCGI_FRONT_PARAMS;
     }
-    return 0;
+    return FCGI_FRONT_MORE;
 }
 
-/* The params are complete: parse them, or refuse the request now. */
+/* The params are complete: parse them, or refuse the request now
+ * (REFUSED, resp built); else MORE. */
 static fcgi_front_intake fcgi_front_params(fcgi_front_thread *t) {
     request_limits lim = handler_limits(t->f->cfg);
     if (t->p.params_over) {
@@ -153,62 +182,127 @@ static fcgi_front_intake fcgi_front_params(fcgi_front_thread *t) {
     request_parse(&t->r, t->p.envp, &lim);
     t->parsed = 1;
     if (t->r.route != ROUTE_ERROR)
-        return FCGI_FRONT_WHOLE; /* so far: the body is still to come */
+        return FCGI_FRONT_MORE;
     handler_run(&t->h, &t->r, NULL, 0, &t->resp, NULL, NULL);
     return FCGI_FRONT_REFUSED;
 }
 
-/* Feed got bytes of t->in to the reader; FCGI_FRONT_WHOLE with *more set
- * when it wants more. */
-static fcgi_front_intake fcgi_front_feed(fcgi_front_thread *t, int fd, size_t got,
-                                         int64_t deadline, int *more) {
-    fcgi_proto *p = &t->p;
-    *more = 0;
-    for (size_t off = 0; off < got;) {
-        size_t used;
-        fcgi_proto_event ev = fcgi_proto_feed(p, t->in + off, got - off, &used);
-        off += used;
-        if (p->reply.len) { /* management answers: small, and rare */
-            fcgi_front_write_by(fd, &p->reply, deadline);
-            buf_reset(&p->reply);
-        }
-        if (ev == FCGI_PROTO_PARAMS && fcgi_front_params(t) == FCGI_FRONT_REFUSED)
-            return FCGI_FRONT_REFUSED;
-        if (ev == FCGI_PROTO_ABORT || ev == FCGI_PROTO_ERROR)
-            return FCGI_FRONT_BROKEN;
-        if (p->body_over) { /* before DONE: a handler never sees a cut body */
-            reply_error(&t->resp, 413, reply_cors(t->f->cfg, t->r.origin), "body_too_large",
-                        "the body exceeds max_body", 0);
-            t->clean = ev == FCGI_PROTO_DONE && off == got;
-            return FCGI_FRONT_REFUSED;
-        }
-        if (ev == FCGI_PROTO_DONE) {
-            t->clean = off == got;
-            return FCGI_FRONT_WHOLE;
-        }
-    }
-    *more = 1;
-    return FCGI_FRONT_WHOLE;
-}
-
-/* Read the request until it is whole, refused, late or broken. */
-static fcgi_front_intake fcgi_front_read(fcgi_front_thread *t, int fd, int64_t deadline) {
+/* Read the request in this thread for up to FCGI_FRONT_PATIENCE_MS:
+ * WHOLE, OVER, REFUSED, BROKEN, or PENDING. */
+static fcgi_front_intake fcgi_front_take(fcgi_front_thread *t, int fd) {
+    int64_t patience = clock_mono_ms() + FCGI_FRONT_PATIENCE_MS;
     for (;;) {
         ssize_t got = read(fd, t->in, sizeof t->in);
         if (got > 0) {
-            int more;
-            fcgi_front_intake res = fcgi_front_feed(t, fd, (size_t)got, deadline, &more);
-            if (!more)
+            size_t off = 0;
+            fcgi_front_intake res;
+            while ((res = fcgi_front_absorb(&t->p, fd, t->in, (size_t)got, &off,
+                                            &t->clean)) == FCGI_FRONT_PARAMS)
+                if (fcgi_front_params(t) == FCGI_FRONT_REFUSED)
+                    return FCGI_FRONT_REFUSED;
+            if (res != FCGI_FRONT_MORE)
                 return res;
             continue;
         }
-        if (got == 0 || (errno != EAGAIN && errno != EINTR))
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got == 0 || errno != EAGAIN)
             return FCGI_FRONT_BROKEN;
-        int64_t left = deadline - clock_mono_ms();
+        int64_t left = patience - clock_mono_ms();
         struct pollfd pfd = {fd, POLLIN, 0};
-        if (left <= 0 || (poll(&pfd, 1, (int)left) == 0 && clock_mono_ms() >= deadline))
-            return FCGI_FRONT_LATE;
+        if (left <= 0 || poll(&pfd, 1, (int)left) == 0)
+            return FCGI_FRONT_PENDING;
     }
+}
+
+/* worker_front.read: the dispatcher says a pending request is readable. */
+static int fcgi_front_read_more(void *ud, waiter *w) {
+    fcgi_front_pending *pd = w->intake;
+    unsigned char in[16384];
+    (void)ud;
+    for (;;) {
+        ssize_t got = read(w->fd, in, sizeof in);
+        if (got > 0) {
+            size_t off = 0;
+            fcgi_front_intake res;
+            while ((res = fcgi_front_absorb(&pd->p, w->fd, in, (size_t)got, &off,
+                                            &pd->clean)) == FCGI_FRONT_PARAMS)
+                ; /* parsed by the thread that answers */
+            if (res == FCGI_FRONT_MORE)
+                continue;
+            pd->res = res;
+            return 1;
+        }
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 && errno == EAGAIN)
+            return 0;
+        pd->res = FCGI_FRONT_BROKEN;
+        return 1;
+    }
+}
+
+/* worker_front.done: the dispatcher gives a request back; queue it for
+ * the threads. */
+static void fcgi_front_read_done(void *ud, waiter *w, int late) {
+    fcgi_front *f = ud;
+    fcgi_front_pending *pd = w->intake;
+    uint64_t one = 1;
+    if (late)
+        pd->res = FCGI_FRONT_LATE;
+    w->out_next = NULL;
+    pthread_mutex_lock(&f->ready_lock);
+    if (f->ready_tail)
+        f->ready_tail->out_next = w;
+    else
+        f->ready_head = w;
+    f->ready_tail = w;
+    pthread_mutex_unlock(&f->ready_lock);
+    if (write(f->ready_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        perror("holdfast: eventfd");
+}
+
+/* The next request of the ready queue, or NULL. */
+static waiter *fcgi_front_ready_pop(fcgi_front *f) {
+    uint64_t v;
+    pthread_mutex_lock(&f->ready_lock);
+    waiter *w = f->ready_head;
+    if (w && !(f->ready_head = w->out_next))
+        f->ready_tail = NULL;
+    if (!f->ready_head && read(f->ready_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+        perror("holdfast: eventfd");
+    pthread_mutex_unlock(&f->ready_lock);
+    return w;
+}
+
+/* Free a request given back by the dispatcher, closing its connection. */
+static void fcgi_front_pending_free(waiter *w) {
+    fcgi_front_pending *pd = w->intake;
+    fcgi_proto_free(&pd->p);
+    free(pd);
+    close(w->fd);
+    waiter_free(w);
+}
+
+/* Over to the dispatcher: it reads the rest without holding this thread. */
+static void fcgi_front_defer(fcgi_front_thread *t, int fd, int64_t deadline) {
+    waiter *w = waiter_new(NULL, 0);
+    fcgi_front_pending *pd = w ? malloc(sizeof *pd) : NULL;
+    if (!pd) {
+        waiter_free(w);
+        fcgi_proto_free(&t->p);
+        close(fd);
+        return;
+    }
+    pd->p = t->p; /* the reader moves, buffers and all */
+    pd->res = FCGI_FRONT_MORE;
+    pd->clean = 0;
+    w->fd = fd;
+    w->intake = pd;
+    w->deadline_ms = deadline;
+    fcgi_proto_init(&t->p, 0, 0);
+    if (worker_read(t->f->wk, w) != 0)
+        fcgi_front_pending_free(w);
 }
 
 /* Park a subscriber; 0, or -1 when the dispatcher is full (answer 503). */
@@ -263,22 +357,23 @@ static void fcgi_front_answer(fcgi_front_thread *t, int fd) {
     }
 }
 
-/* One connection, from accept to close (or to the dispatcher). */
-static void fcgi_front_serve(fcgi_front_thread *t, int fd) {
+/* The request's intake is over: answer it (or park it), or close. */
+static void fcgi_front_finish(fcgi_front_thread *t, int fd, fcgi_front_intake res) {
     fcgi_front *f = t->f;
-    int64_t deadline = clock_mono_ms() + FCGI_FRONT_REQUEST_MS;
-    fcgi_proto_init(&t->p, FCGI_FRONT_PARAMS_MAX, (size_t)f->cfg->max_body);
-    t->parsed = t->clean = 0;
-    buf_reset(&t->resp);
-    fcgi_front_intake res = fcgi_front_read(t, fd, deadline);
-    const char *cors = t->parsed ? reply_cors(f->cfg, t->r.origin) : NULL;
     int64_t cursor = 0;
     char epoch[MSGLOG_EPOCH_LEN + 1];
+    if (res != FCGI_FRONT_BROKEN && res != FCGI_FRONT_REFUSED && t->p.params_done &&
+        !t->parsed && fcgi_front_params(t) == FCGI_FRONT_REFUSED)
+        res = FCGI_FRONT_REFUSED;
+    const char *cors = t->parsed ? reply_cors(f->cfg, t->r.origin) : NULL;
     if (res == FCGI_FRONT_BROKEN || (res == FCGI_FRONT_LATE && !t->p.begun)) {
         close(fd);
     } else if (res == FCGI_FRONT_LATE) {
         reply_error(&t->resp, 408, cors, "request_timeout",
                     "the request did not arrive whole within 10 s", 0);
+        fcgi_front_answer(t, fd);
+    } else if (res == FCGI_FRONT_OVER) {
+        reply_error(&t->resp, 413, cors, "body_too_large", "the body exceeds max_body", 0);
         fcgi_front_answer(t, fd);
     } else if (res == FCGI_FRONT_REFUSED) {
         fcgi_front_answer(t, fd);
@@ -292,40 +387,82 @@ static void fcgi_front_serve(fcgi_front_thread *t, int fd) {
     fcgi_proto_free(&t->p); /* r pointed into it: done with both */
 }
 
-/* Wait for a connection or the stop signal.  Each thread has its own epoll
- * set with the listen socket added EPOLLEXCLUSIVE, so a new connection
- * wakes one thread, not all of them (poll() would wake every thread of
- * every process on the socket).  Returns 1 when a connection may be
- * waiting, 0 to stop. */
-static int fcgi_front_wait(int ep) {
-    struct epoll_event ev[2];
+/* A new connection: read it here, or hand it to the dispatcher. */
+static void fcgi_front_serve(fcgi_front_thread *t, int fd) {
+    int64_t deadline = clock_mono_ms() + FCGI_FRONT_REQUEST_MS;
+    fcgi_proto_init(&t->p, FCGI_FRONT_PARAMS_MAX, (size_t)t->f->cfg->max_body);
+    t->parsed = t->clean = 0;
+    buf_reset(&t->resp);
+    fcgi_front_intake res = fcgi_front_take(t, fd);
+    if (res == FCGI_FRONT_PENDING)
+        fcgi_front_defer(t, fd, deadline);
+    else
+        fcgi_front_finish(t, fd, res);
+}
+
+/* A request the dispatcher read whole (or late): answer it here. */
+static void fcgi_front_resume(fcgi_front_thread *t, waiter *w) {
+    fcgi_front_pending *pd = w->intake;
+    int fd = w->fd;
+    fcgi_front_intake res = pd->res;
+    t->p = pd->p;
+    t->clean = pd->clean;
+    t->parsed = 0;
+    buf_reset(&t->resp);
+    free(pd);
+    waiter_free(w);
+    fcgi_front_finish(t, fd, res);
+}
+
+/* What woke an accepting thread. */
+typedef enum { FCGI_FRONT_STOP = 1, FCGI_FRONT_ACCEPT, FCGI_FRONT_READY } fcgi_front_event;
+
+/* Wait for a connection, a request the dispatcher read, or the stop
+ * signal.  Each thread has its own epoll set with the listen socket added
+ * EPOLLEXCLUSIVE, so a new connection wakes one thread, not all of them
+ * (poll() would wake every thread of every process on the socket). */
+static fcgi_front_event fcgi_front_wait(int ep) {
+    struct epoll_event ev[3];
     for (;;) {
-        int n = epoll_wait(ep, ev, 2, -1);
+        int n = epoll_wait(ep, ev, 3, -1);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
-            return 0;
-        for (int i = 0; i < n; i++)
-            if (ev[i].data.u32 == 1)
-                return 0;
-        return 1;
+            return FCGI_FRONT_STOP;
+        fcgi_front_event e = FCGI_FRONT_ACCEPT;
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u32 == FCGI_FRONT_STOP)
+                return FCGI_FRONT_STOP;
+            if (ev[i].data.u32 == FCGI_FRONT_READY)
+                e = FCGI_FRONT_READY; /* finish what has waited longest first */
+        }
+        return e;
     }
 }
 
 static void *fcgi_front_thread_main(void *arg) {
     fcgi_front_thread *t = arg;
     fcgi_front *f = t->f;
-    struct epoll_event lev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0};
-    struct epoll_event sev = {.events = EPOLLIN, .data.u32 = 1};
+    struct epoll_event lev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = FCGI_FRONT_ACCEPT};
+    struct epoll_event sev = {.events = EPOLLIN, .data.u32 = FCGI_FRONT_STOP};
+    struct epoll_event rev = {.events = EPOLLIN, .data.u32 = FCGI_FRONT_READY};
     int ep = epoll_create1(EPOLL_CLOEXEC);
+    fcgi_front_event e;
     if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, f->listen_fd, &lev) != 0 ||
-        epoll_ctl(ep, EPOLL_CTL_ADD, f->stop_fd, &sev) != 0) {
+        epoll_ctl(ep, EPOLL_CTL_ADD, f->stop_fd, &sev) != 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, f->ready_fd, &rev) != 0) {
         perror("holdfast: epoll");
         if (ep >= 0)
             close(ep);
         return NULL;
     }
-    while (fcgi_front_wait(ep)) {
+    while ((e = fcgi_front_wait(ep)) != FCGI_FRONT_STOP) {
+        if (e == FCGI_FRONT_READY) {
+            waiter *w = fcgi_front_ready_pop(f);
+            if (w)
+                fcgi_front_resume(t, w);
+            continue;
+        }
         int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
@@ -418,8 +555,15 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd) {
     fcgi_front_raise_nofile();
     fcgi_front_signals();
     fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
-    if (worker_start(&f.wk, cfg, counters, fcgi_front_frame_waiter, err, sizeof err)) {
-        fprintf(stderr, "holdfast[%d]: %s\n", (int)getpid(), err);
+    worker_front ops = {.frame = fcgi_front_frame_waiter, .read = fcgi_front_read_more,
+                        .done = fcgi_front_read_done, .ud = &f};
+    pthread_mutex_init(&f.ready_lock, NULL);
+    f.ready_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (f.ready_fd < 0 || worker_start(&f.wk, cfg, counters, &ops, err, sizeof err)) {
+        fprintf(stderr, "holdfast[%d]: %s\n", (int)getpid(),
+                f.ready_fd < 0 ? strerror(errno) : err);
+        if (f.ready_fd >= 0)
+            close(f.ready_fd);
         wake_slot_release(slot);
         wake_close(slot_wake);
         return 1;
@@ -453,6 +597,10 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd) {
         buf_free(&ts[i].resp);
     }
     worker_stop(f.wk); /* answers every parked subscriber */
+    for (waiter *w; (w = fcgi_front_ready_pop(&f)) != NULL;)
+        fcgi_front_pending_free(w); /* read, but no thread is left to answer */
+    close(f.ready_fd);
+    pthread_mutex_destroy(&f.ready_lock);
     free(ts);
     free(tids);
     close(f.stop_fd);

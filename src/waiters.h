@@ -40,7 +40,8 @@ struct waiter {
     const char *cors;    /* Access-Control-Allow-Origin value (config-owned) */
     buf *pending;        /* the answer being written, once it is not parked */
     size_t pending_off;
-    struct waiter *out_prev, *out_next; /* owner's list while writing/draining */
+    struct waiter *out_prev, *out_next; /* owner's list while reading/writing/draining */
+    void *intake;        /* the front's state of a request still arriving */
     const char **channels; /* nchannels names, inside this allocation */
     size_t names_len;      /* bytes of the NUL-separated names block */
     waiter_link links[];   /* one per channel */

@@ -69,7 +69,7 @@ typedef struct {
 struct worker {
     const config *cfg;
     handler_counters *counters;
-    worker_frame_fn frame;
+    worker_front front;
     handler h; /* the dispatcher's own log connection and wake mapping */
     waiters *ws;
     int epfd, queue_efd, wake_efd, stop_efd;
@@ -84,6 +84,7 @@ struct worker {
     int stopping;
     int watching;         /* the wake watcher runs (storage is open) */
     _Atomic int ready;    /* storage open: normal service */
+    worker_fifo reading;  /* requests still arriving, for the front */
     worker_fifo writing;  /* answers going out */
     worker_fifo draining; /* answered, input still being read */
     waiter **batch; /* waiters to re-read in this pass */
@@ -109,6 +110,7 @@ static void worker_efd_kick(int fd) {
 /* Where a connection the dispatcher holds is in its life (waiter.state). */
 typedef enum {
     WORKER_PARKED = 0, /* waiting for news or its deadline */
+    WORKER_READING,    /* its request is still arriving: the front reads it */
     WORKER_WRITING,    /* its answer is going out */
     WORKER_DRAINING    /* answered; reading what the web server still sends */
 } worker_state;
@@ -139,7 +141,8 @@ static void worker_fifo_remove(worker_fifo *f, waiter *w) {
 
 /* The list w is on, or NULL while it is parked. */
 static worker_fifo *worker_fifo_of(worker *wk, waiter *w) {
-    return w->state == WORKER_WRITING    ? &wk->writing
+    return w->state == WORKER_READING    ? &wk->reading
+           : w->state == WORKER_WRITING  ? &wk->writing
            : w->state == WORKER_DRAINING ? &wk->draining
                                          : NULL;
 }
@@ -239,7 +242,7 @@ static void worker_send(worker *wk, waiter *w, const buf *resp) {
         return;
     }
     buf_init(p);
-    wk->frame(p, w, resp->p, resp->len);
+    wk->front.frame(p, w, resp->p, resp->len);
     w->pending = p;
     w->pending_off = 0;
     if (p->oom) {
@@ -249,9 +252,21 @@ static void worker_send(worker *wk, waiter *w, const buf *resp) {
     worker_write(wk, w);
 }
 
+/* Give a request still arriving back to the front: it is whole, or late. */
+static void worker_release(worker *wk, waiter *w, int late) {
+    worker_fifo_remove(&wk->reading, w);
+    epoll_ctl(wk->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    w->state = WORKER_PARKED;
+    wk->front.done(wk->front.ud, w, late);
+}
+
 /* Close what has run out of time: writes the web server does not take,
- * drains it does not end.  Each list is in deadline order. */
+ * drains it does not end; and hand back requests that did not arrive in
+ * time.  Each list is in deadline order (the reading one nearly: entries
+ * come within milliseconds of their accept, see fcgi_front.c). */
 static void worker_expire_out(worker *wk, int64_t now) {
+    while (wk->reading.head && (wk->reading.head->deadline_ms <= now || wk->stopping))
+        worker_release(wk, wk->reading.head, 1);
     worker_fifo *lists[] = {&wk->writing, &wk->draining};
     for (size_t i = 0; i < 2; i++)
         while (lists[i]->head && lists[i]->head->deadline_ms <= now)
@@ -423,8 +438,9 @@ static void worker_process_changes(worker *wk) {
 /* ---- taking over parked requests ------------------------------------------- */
 
 static void worker_register(worker *wk, waiter *w) {
-    int parked = w->state == WORKER_PARKED;
-    struct epoll_event ev = {.events = parked ? EPOLLIN | EPOLLRDHUP : EPOLLOUT, .data.ptr = w};
+    int parked = w->state == WORKER_PARKED, reading = w->state == WORKER_READING;
+    struct epoll_event ev = {.events = parked || reading ? EPOLLIN | EPOLLRDHUP : EPOLLOUT,
+                             .data.ptr = w};
     w->seq = ++wk->seq;
     if (epoll_ctl(wk->epfd, EPOLL_CTL_ADD, w->fd, &ev) != 0) {
         if (parked)
@@ -434,6 +450,10 @@ static void worker_register(worker *wk, waiter *w) {
             buf_free(w->pending);
         free(w->pending);
         waiter_free(w);
+        return;
+    }
+    if (reading) {
+        worker_fifo_push(&wk->reading, w);
         return;
     }
     if (!parked) {
@@ -502,6 +522,11 @@ int worker_park(worker *wk, waiter *w) {
     return -EAGAIN;
 }
 
+int worker_read(worker *wk, waiter *w) {
+    w->state = WORKER_READING;
+    return worker_enqueue(wk, w) == 0 ? 0 : -EAGAIN;
+}
+
 int worker_adopt(worker *wk, waiter *w) {
     w->state = WORKER_WRITING;
     return worker_enqueue(wk, w) == 0 ? 0 : -EAGAIN;
@@ -516,11 +541,12 @@ int worker_ready(worker *wk) {
 /* How long the loop may sleep: until the nearest deadline of a poll, a
  * write or a drain (and at most a second while the storage is down). */
 static int worker_timeout_ms(worker *wk) {
-    waiter *due[] = {waiters_first_due(wk->ws), wk->writing.head, wk->draining.head};
+    waiter *due[] = {waiters_first_due(wk->ws), wk->reading.head, wk->writing.head,
+                     wk->draining.head};
     int64_t next = wk->watching ? INT64_MAX : clock_mono_ms() + WORKER_STORAGE_RETRY_MS;
     if (wk->stopping)
         return 50;
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < sizeof due / sizeof due[0]; i++)
         if (due[i] && due[i]->deadline_ms < next)
             next = due[i]->deadline_ms;
     if (next == INT64_MAX)
@@ -559,7 +585,10 @@ static void worker_event(worker *wk, struct epoll_event *ev, int *changed) {
         wk->stopping = 1;
     } else {
         waiter *w = p;
-        if (w->state == WORKER_WRITING)
+        if (w->state == WORKER_READING) {
+            if (wk->front.read(wk->front.ud, w))
+                worker_release(wk, w, 0);
+        } else if (w->state == WORKER_WRITING)
             worker_flush(wk, w); /* writable, or failed: flush finds out */
         else if (w->state == WORKER_DRAINING)
             worker_drain(wk, w);
@@ -598,7 +627,7 @@ static void *worker_main(void *arg) {
 }
 
 int worker_start(worker **out, const config *cfg, handler_counters *counters,
-                 worker_frame_fn frame, char *err, size_t errlen) {
+                 const worker_front *front, char *err, size_t errlen) {
     worker *wk = calloc(1, sizeof *wk);
     *out = NULL;
     if (!wk) {
@@ -607,7 +636,7 @@ int worker_start(worker **out, const config *cfg, handler_counters *counters,
     }
     wk->cfg = cfg;
     wk->counters = counters;
-    wk->frame = frame;
+    wk->front = *front;
     wk->epfd = wk->queue_efd = wk->wake_efd = wk->stop_efd = -1;
     pthread_mutex_init(&wk->lock, NULL);
     int rc;
@@ -655,10 +684,17 @@ void worker_stop(worker *wk) {
     /* Whatever is left (a hand-over never taken, a write that never
      * finished, a drain) is dropped. */
     for (size_t i = 0; i < wk->nqueue; i++) {
-        if (wk->queue[i]->state == WORKER_PARKED)
+        waiter *w = wk->queue[i];
+        if (w->state == WORKER_READING) {
+            wk->front.done(wk->front.ud, w, 1); /* not in a list yet */
+            continue;
+        }
+        if (w->state == WORKER_PARKED)
             atomic_fetch_sub(&wk->counters->parked, 1);
-        worker_drop(wk, wk->queue[i]);
+        worker_drop(wk, w);
     }
+    while (wk->reading.head)
+        worker_release(wk, wk->reading.head, 1);
     while (wk->writing.head)
         worker_drop(wk, wk->writing.head);
     while (wk->draining.head)

@@ -4,9 +4,10 @@
  * Lifecycle: worker_start() spawns the dispatcher thread (and the wake
  * watcher); any thread hands subscribers over with worker_park(), and
  * connections whose answer it could not finish writing with
- * worker_adopt(); worker_stop() answers everyone still parked and joins.  The dispatcher
- * knows nothing of FastCGI: the front gives it a `frame` function that wraps
- * a CGI-style response for the wire.
+ * worker_adopt(), and requests still arriving slowly with worker_read();
+ * worker_stop() answers everyone still parked and joins.  The dispatcher
+ * knows nothing of FastCGI: the front gives it functions (worker_front)
+ * that frame a CGI-style response for the wire and read a request.
  */
 #ifndef HOLDFAST_WORKER_H
 #define HOLDFAST_WORKER_H
@@ -18,11 +19,26 @@
 
 typedef struct worker worker;
 
-/* Append the wire form of response resp[0..len) for w's connection to out. */
-typedef void (*worker_frame_fn)(buf *out, const waiter *w, const char *resp, size_t len);
+/* What the front does for the dispatcher. */
+typedef struct {
+    /* Append the wire form of response resp[0..len) for w's connection to out. */
+    void (*frame)(buf *out, const waiter *w, const char *resp, size_t len);
+    /* A request handed over with worker_read() is readable: read what is
+     * there; 1 once it is done arriving (whole, refused or broken), 0 to
+     * wait for more.  Runs on the dispatcher thread. */
+    int (*read)(void *ud, waiter *w);
+    /* The dispatcher lets go of such a request: it is done (late = 0), or
+     * its deadline passed or the worker stops (late = 1).  The front owns
+     * w and its fd again.  Runs on the dispatcher thread. */
+    void (*done)(void *ud, waiter *w, int late);
+    void *ud;
+} worker_front;
 
+/* Start the dispatcher (front is copied); 0, or a negative errno with the
+ * reason in err.  Storage that cannot be opened is not an error (see
+ * worker.c, STORAGE). */
 int worker_start(worker **out, const config *cfg, handler_counters *counters,
-                 worker_frame_fn frame, char *err, size_t errlen);
+                 const worker_front *front, char *err, size_t errlen);
 
 /* Hand a parked subscriber to the dispatcher, which owns it from now on
  * (fd included).  -EAGAIN when the process already holds max_parked: the
@@ -34,6 +50,13 @@ int worker_park(worker *wk, waiter *w);
  * closed -- after draining its input when w->linger is set.  0, or -EAGAIN
  * when the hand-over failed (the caller still owns w and its fd). */
 int worker_adopt(worker *wk, waiter *w);
+
+/* Hand over a connection whose request is still arriving (slowly): the
+ * dispatcher waits for it without holding a thread, calling front->read
+ * as bytes come, and front->done when it is whole or w->deadline_ms has
+ * passed.  0, or -EAGAIN when the hand-over failed (the caller still owns
+ * w and its fd). */
+int worker_read(worker *wk, waiter *w);
 
 /* 1 once the dispatcher has the log and the wake file open. */
 int worker_ready(worker *wk);

@@ -114,6 +114,29 @@ class ConnTest(unittest.TestCase):
         # and the one thread serves again
         self.assertEqual(request(self.srv.addr, 'GET', '/health', timeout=5)[0], 200)
 
+    def test_20b2_slow_uploads_do_not_take_every_thread(self):
+        """Behind a streaming front (mod_proxy_fcgi), eight slow uploads held
+        every accepting thread of a 2x4 pool: /health waited until they timed
+        out.  Now a request not whole within 50 ms waits in the dispatcher."""
+        srv = self.serve(threads=2)
+        socks = []
+        head = begin() + fcgi_stream(FCGI_PARAMS, 1, b''.join(
+            fcgi_nv(k, v) for k, v in hfutil.cgi_params('POST', '/pub/slow', body=b'x' * 20
+                                                         ).items()))
+        for _ in range(12):
+            s = self.connect()
+            s.sendall(head + fcgi_record(FCGI_STDIN, 1, b'x'))  # 1 of 20 bytes
+            socks.append(s)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        self.assertEqual(request(srv.addr, 'GET', '/health', timeout=5)[0], 200)
+        self.assertLess(time.monotonic() - t0, 0.5)
+        for s in socks:  # the rest of each body, then each is answered
+            s.sendall(fcgi_record(FCGI_STDIN, 1, b'x' * 19) + fcgi_record(FCGI_STDIN, 1, b''))
+        for s in socks:
+            self.assertEqual(read_answer(s, timeout=5)[0], 201)
+        self.assertEqual(stats(srv.addr)['head'], 12)
+
     def test_20c_body_refused_unread_is_answered_413_and_drained_not_reset(self):
         """Answering 413 and closing with the body still unread made the
         kernel send RST, and the web server lost the answer (nginx: 502)."""
