@@ -24,11 +24,13 @@
  *
  * THE CLOSING RULE.  Every connection the dispatcher holds -- parked, or
  * handed over by an accepting thread with its answer unwritten -- is
- * closed in worker_drop() and nowhere else, and nothing is held without a
- * deadline: a poll's (the heap), a write's (WORKER_WRITE_MS) or a
- * drain's (WORKER_DRAIN_MS, WORKER_DRAIN_MAX bytes).  The writing and
- * draining lists are FIFOs whose deadlines are entry time plus a constant,
- * so their heads are the earliest.  A connection whose input may still
+ * closed in worker_drop() and nowhere else (a request still arriving is
+ * given back to the front instead), and nothing is held without a
+ * deadline: a poll's (the heap), a request's (set by the front), a
+ * write's (WORKER_WRITE_MS) or a drain's (WORKER_DRAIN_MS,
+ * WORKER_DRAIN_MAX bytes).  The reading, writing and draining lists are
+ * FIFOs whose deadlines are entry time plus a constant, so their heads
+ * are the earliest.  A connection whose input may still
  * hold unread bytes is never closed straight after its answer (the kernel
  * would reset it and the web server drop the answer): it is shut down for
  * writing and drained until the web server closes.
