@@ -20,7 +20,8 @@ int pool_load_config(const pool_options *o, config *c);
 int pool_listen(const char *addr, char *err, size_t errlen);
 
 /* Run the supervisor until SIGTERM/SIGINT; returns the exit status.
- * SIGHUP reloads the settings and replaces the workers. */
+ * SIGHUP reloads the settings and replaces the workers once the new ones
+ * are ready (else keeps the running ones); see pool.c for the rules. */
 int pool_run(const pool_options *o);
 
 #endif

@@ -1,9 +1,10 @@
 /* wake.c -- cross-process wake-up: a futex in a small shared file.
  *
- * THE PROTOCOL.  Beside the database lives "<db>-wake", one page mapped
+ * THE PROTOCOL.  Beside the database lives "<db>-wake", a few pages mapped
  * MAP_SHARED by every process that publishes or waits:
  *
  *     magic | version | seq (u32, the futex word) | waiters (u32) | head (i64)
+ *     | fold mask (u32) | retired[WAKE_SLOT_VALUES] (i64, totals of the dead)
  *     ... | slots[WAKE_SLOTS] at offset WAKE_SLOT_OFFSET (per-process counters)
  *
  * A publisher, after its COMMIT, raises `head` to its id, increments `seq`
@@ -15,6 +16,16 @@
  * truth.  Rows written by programs that do not know this file (a cron job
  * inserting through the outbox view) are found by the caller's slow
  * PRAGMA data_version check instead.
+ *
+ * THE FILE.  Only a complete file ever appears at the path: it is made
+ * under a temporary name beside it, allocated (posix_fallocate, so that no
+ * page of the mapping can SIGBUS on a full filesystem), stamped, then
+ * linked into place (whoever links first wins; the others use theirs).  A
+ * file that is not exactly ours (older or newer version, wrong size,
+ * foreign magic) is replaced by rename() under an flock of the stale file,
+ * so that racing openers replace it once.  A process that mapped the old
+ * file keeps that mapping: it no longer wakes or is woken through this
+ * file, and still sees new rows through its data_version tick.
  *
  * Without futexes (not Linux) a waiter polls `seq` every few milliseconds.
  */
@@ -29,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -40,10 +52,15 @@
 #endif
 
 #define WAKE_MAGIC 0x686f6c64u /* "hold" */
-#define WAKE_VERSION 2u
-#define WAKE_SLOT_OFFSET 64
-#define WAKE_SIZE ((off_t)(WAKE_SLOT_OFFSET + WAKE_SLOTS * sizeof(wake_slot)))
+#define WAKE_VERSION 3u        /* 3: fold mask and retired totals */
+#define WAKE_SLOT_OFFSET 128
+#define WAKE_PAGE_BYTES 4096
+#define WAKE_SIZE                                                                        \
+    ((off_t)((WAKE_SLOT_OFFSET + WAKE_SLOTS * sizeof(wake_slot) + WAKE_PAGE_BYTES - 1) / \
+             WAKE_PAGE_BYTES * WAKE_PAGE_BYTES))
 #define WAKE_POLL_MS 5
+#define WAKE_OPEN_TRIES 16   /* rounds of "someone else changed the file" */
+#define WAKE_MASK_GIVEN 0x80000000u /* fold_mask: some process has set it */
 
 typedef struct {
     uint32_t magic;
@@ -51,7 +68,13 @@ typedef struct {
     _Atomic uint32_t seq;
     _Atomic uint32_t waiters;
     _Atomic int64_t head;
+    _Atomic uint32_t fold_mask; /* WAKE_MASK_GIVEN | the cumulative values */
+    uint32_t pad;
+    _Atomic int64_t retired[WAKE_SLOT_VALUES];
 } wake_page;
+
+_Static_assert(sizeof(wake_page) <= WAKE_SLOT_OFFSET, "the header overlaps the slots");
+_Static_assert(WAKE_SLOT_VALUES < 31, "the fold mask has a bit per value");
 
 struct wake {
     wake_page *page;
@@ -63,27 +86,138 @@ struct wake {
     uint32_t watch_seen; /* the counter when the watcher was started */
 };
 
+/* 1 if the open file fd is a complete wake file of this version. */
+static int wake_file_ours(int fd, const struct stat *st) {
+    uint32_t h[2];
+    return st->st_size == WAKE_SIZE && pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h &&
+           h[0] == WAKE_MAGIC && h[1] == WAKE_VERSION;
+}
+
+/* Make a complete wake file under a temporary name beside path and put it
+ * in place: link() when none exists (replace = 0; -EEXIST if another
+ * process got there first), rename() over a stale one (replace = 1).
+ * Returns the new file's fd, or -errno with err set. */
+static int wake_create(const char *path, int replace, char *err, size_t errlen) {
+    static _Atomic unsigned counter;
+    char tmp[PATH_MAX];
+    int fd = -1, rc;
+    for (int i = 0; i < 100 && fd < 0; i++) {
+        if (snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(),
+                     atomic_fetch_add(&counter, 1)) >= (int)sizeof tmp) {
+            snprintf(err, errlen, "path too long: %s", path);
+            return -ENAMETOOLONG;
+        }
+        fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST) /* EEXIST: left by a dead process of our pid */
+            break;
+    }
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot create wake file %s: %s", path, strerror(e));
+        return -e;
+    }
+    /* Allocate every page now, while failing is still clean. */
+    if ((rc = posix_fallocate(fd, 0, WAKE_SIZE)) != 0) {
+        snprintf(err, errlen, "cannot allocate wake file %s: %s", path, strerror(rc));
+        goto fail;
+    }
+    uint32_t h[2] = {WAKE_MAGIC, WAKE_VERSION};
+    if (pwrite(fd, h, sizeof h, 0) != (ssize_t)sizeof h) {
+        rc = errno ? errno : EIO;
+        snprintf(err, errlen, "cannot write wake file %s: %s", path, strerror(rc));
+        goto fail;
+    }
+    if (replace) {
+        rc = rename(tmp, path) == 0 ? 0 : errno;
+    } else {
+        rc = link(tmp, path) == 0 ? 0 : errno;
+#ifdef RENAME_NOREPLACE
+        if (rc == EPERM || rc == ENOTSUP || rc == ENOSYS) /* no hard links here */
+            rc = renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0 ? 0 : errno;
+#endif
+        unlink(tmp); /* after link; a no-op after renameat2 */
+    }
+    if (rc == 0)
+        return fd;
+    if (rc != EEXIST)
+        snprintf(err, errlen, "cannot put wake file %s in place: %s", path, strerror(rc));
+fail:
+    unlink(tmp);
+    close(fd);
+    return -rc;
+}
+
+/* An fd on a complete wake file at path, making or replacing it if needed. */
+static int wake_open_file(const char *path, char *err, size_t errlen) {
+    for (int round = 0; round < WAKE_OPEN_TRIES; round++) {
+        struct stat st, now;
+        int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0 && errno == ENOENT) {
+            fd = wake_create(path, 0, err, errlen);
+            if (fd == -EEXIST)
+                continue; /* another process made it: use theirs */
+            return fd;
+        }
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            int e = errno;
+            snprintf(err, errlen, "cannot open wake file %s: %s", path, strerror(e));
+            if (fd >= 0)
+                close(fd);
+            return -e;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            close(fd);
+            snprintf(err, errlen, "%s is not a regular file (holdfast's wake file goes there)",
+                     path);
+            return -EINVAL;
+        }
+        if (wake_file_ours(fd, &st)) {
+            /* Ours, but maybe copied sparse: allocate its holes in place
+             * (fallocate, never glibc's emulation, which would write over
+             * live counters).  A filesystem that cannot do it is let be. */
+            if (st.st_blocks * 512 < WAKE_SIZE && fallocate(fd, 0, 0, WAKE_SIZE) != 0 &&
+                errno != EOPNOTSUPP && errno != ENOSYS) {
+                int e = errno;
+                close(fd);
+                snprintf(err, errlen, "cannot allocate wake file %s: %s", path, strerror(e));
+                return -e;
+            }
+            return fd;
+        }
+        /* Stale.  Whoever holds its lock replaces it; the others find a new
+         * file at the path when they get the lock, and start over. */
+        int locked;
+        while ((locked = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
+            ;
+        if (locked != 0) {
+            int e = errno;
+            close(fd);
+            snprintf(err, errlen, "cannot lock wake file %s: %s", path, strerror(e));
+            return -e;
+        }
+        if (stat(path, &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino ||
+            fstat(fd, &st) != 0 || wake_file_ours(fd, &st)) {
+            close(fd); /* replaced (or removed) meanwhile */
+            continue;
+        }
+        int nfd = wake_create(path, 1, err, errlen);
+        close(fd); /* and its lock */
+        return nfd;
+    }
+    snprintf(err, errlen, "cannot open wake file %s: it keeps being replaced", path);
+    return -EAGAIN;
+}
+
 int wake_open(wake **out, const char *db_path, char *err, size_t errlen) {
     char path[PATH_MAX];
-    struct stat st;
     *out = NULL;
     if (snprintf(path, sizeof path, "%s-wake", db_path) >= (int)sizeof path) {
         snprintf(err, errlen, "path too long: %s", db_path);
         return -ENAMETOOLONG;
     }
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot open wake file %s: %s", path, strerror(e));
-        return -e;
-    }
-    /* ftruncate only grows a new file; racing creators agree on the size. */
-    if (fstat(fd, &st) != 0 || (st.st_size < WAKE_SIZE && ftruncate(fd, WAKE_SIZE) != 0)) {
-        int e = errno;
-        close(fd);
-        snprintf(err, errlen, "cannot size wake file %s: %s", path, strerror(e));
-        return -e;
-    }
+    int fd = wake_open_file(path, err, errlen);
+    if (fd < 0)
+        return fd;
     void *p = mmap(NULL, (size_t)WAKE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) {
@@ -98,15 +232,6 @@ int wake_open(wake **out, const char *db_path, char *err, size_t errlen) {
         return -ENOMEM;
     }
     w->page = p;
-    /* A fresh file is all zeroes, which is a valid state; stamp it. */
-    if (w->page->magic == 0) {
-        w->page->version = WAKE_VERSION;
-        w->page->magic = WAKE_MAGIC;
-    } else if (w->page->magic != WAKE_MAGIC || w->page->version != WAKE_VERSION) {
-        wake_close(w);
-        snprintf(err, errlen, "%s is not a holdfast wake file (delete it; it is rebuilt)", path);
-        return -EINVAL;
-    }
     *out = w;
     return 0;
 }
@@ -240,6 +365,60 @@ int wake_slot_alive(const wake_slot *s) {
     return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
 }
 
+static int wake_pid_alive(int32_t pid) {
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+/* With the slot taken (pid = -me): add its masked values to the retired
+ * totals and zero them. */
+static void wake_slot_fold(wake_page *pg, wake_slot *s, uint32_t mask) {
+    for (size_t k = 0; k < WAKE_SLOT_VALUES; k++) {
+        int64_t v = atomic_exchange(&s->values[k], 0);
+        if (mask & (1u << k) && v)
+            atomic_fetch_add(&pg->retired[k], v);
+    }
+}
+
+/* The cumulative mask some process gave, or 0. */
+static uint32_t wake_mask(const wake_page *pg) {
+    uint32_t m = atomic_load(&pg->fold_mask);
+    return m & WAKE_MASK_GIVEN ? m & ~WAKE_MASK_GIVEN : 0;
+}
+
+/* Take slot i from `cur` (a dead owner, or a dead folder when cur < 0) for
+ * this process; fold a dead owner's values.  1 if taken (pid is -me). */
+static int wake_slot_take(wake_page *pg, wake_slot *s, int32_t cur, int32_t me) {
+    if (!atomic_compare_exchange_strong(&s->pid, &cur, -me))
+        return 0;
+    /* A dead folder's slot may be partly added: freeing it without adding
+     * more is the best that can be done. */
+    wake_slot_fold(pg, s, cur > 0 ? wake_mask(pg) : 0);
+    return 1;
+}
+
+/* 1 if slot value cur belongs to a process that is gone. */
+static int wake_slot_dead(int32_t cur, int32_t me) {
+    if (cur > 0)
+        return !wake_pid_alive(cur);
+    return cur < 0 && -cur != me && !wake_pid_alive(-cur);
+}
+
+void wake_fold_dead(wake *w, uint32_t cumulative_mask) {
+    wake_slot *slots = wake_slot_array(w);
+    int32_t me = (int32_t)getpid();
+    atomic_store(&w->page->fold_mask,
+                 (cumulative_mask & ((1u << WAKE_SLOT_VALUES) - 1)) | WAKE_MASK_GIVEN);
+    for (size_t i = 0; i < WAKE_SLOTS; i++) {
+        int32_t cur = atomic_load(&slots[i].pid);
+        if (cur != 0 && wake_slot_dead(cur, me) && wake_slot_take(w->page, &slots[i], cur, me))
+            atomic_store(&slots[i].pid, 0);
+    }
+}
+
+int64_t wake_retired(const wake *w, size_t k) {
+    return k < WAKE_SLOT_VALUES ? atomic_load(&w->page->retired[k]) : 0;
+}
+
 wake_slot *wake_slot_claim(wake *w) {
     wake_slot *slots = wake_slot_array(w);
     int32_t me = (int32_t)getpid();
@@ -247,12 +426,12 @@ wake_slot *wake_slot_claim(wake *w) {
         for (size_t i = 0; i < WAKE_SLOTS; i++) {
             int32_t cur = atomic_load(&slots[i].pid);
             /* First pass: free slots; second: slots of dead processes. */
-            if (pass == 0 ? cur != 0 : (cur == 0 || wake_slot_alive(&slots[i])))
+            if (pass == 0 ? cur != 0 : (cur == 0 || !wake_slot_dead(cur, me)))
                 continue;
-            if (!atomic_compare_exchange_strong(&slots[i].pid, &cur, me))
+            if (!wake_slot_take(w->page, &slots[i], cur, me))
                 continue;
-            for (size_t k = 0; k < WAKE_SLOT_VALUES; k++)
-                atomic_store(&slots[i].values[k], 0);
+            slots[i].index = (int32_t)i;
+            atomic_store(&slots[i].pid, me); /* zeroed: readers may count it now */
             return &slots[i];
         }
     }
@@ -260,6 +439,10 @@ wake_slot *wake_slot_claim(wake *w) {
 }
 
 void wake_slot_release(wake_slot *s) {
-    if (s)
+    if (!s || s->index < 0 || s->index >= WAKE_SLOTS)
+        return;
+    wake_page *pg = (wake_page *)(void *)((char *)(s - s->index) - WAKE_SLOT_OFFSET);
+    int32_t me = (int32_t)getpid();
+    if (wake_slot_take(pg, s, me, me))
         atomic_store(&s->pid, 0);
 }

@@ -20,16 +20,26 @@ typedef struct wake wake;
 
 /* A process's counters, published in the wake file so that any worker can
  * report every worker's (/stats).  values[] are the process's own to
- * define; WAKE_SLOT_VALUES of them. */
+ * define; WAKE_SLOT_VALUES of them.
+ *
+ * A slot's pid is 0 when free, the owner's pid while it counts, and minus
+ * the pid of a process that is moving its values into the retired totals
+ * ("folding"; readers skip it).  `index` is the slot's own position, set
+ * when it is claimed. */
 #define WAKE_SLOT_VALUES 7
 #define WAKE_SLOTS 255
 typedef struct {
-    _Atomic int32_t pid; /* 0 = free */
-    int32_t reserved;
+    _Atomic int32_t pid;
+    int32_t index;
     _Atomic int64_t values[WAKE_SLOT_VALUES];
 } wake_slot;
 
-/* Open or create the wake file beside db_path ("<db_path>-wake"). */
+/* Open or create the wake file beside db_path ("<db_path>-wake").  A new
+ * file is fully allocated (posix_fallocate: no page of the mapping can
+ * fault for want of disk space) and stamped before it appears at its path;
+ * a stale one (older or newer version, wrong size, foreign magic) is
+ * replaced the same way.  Returns 0, or -errno with the reason in err
+ * ("cannot allocate wake file PATH: No space left on device"). */
 int wake_open(wake **out, const char *db_path, char *err, size_t errlen);
 
 /* Stop any watcher thread and unmap; NULL is a no-op. */
@@ -55,16 +65,38 @@ int wake_wait(wake *w, uint32_t seen, int timeout_ms);
  * At most one watcher per handle; stopped by wake_close(). */
 int wake_watch_start(wake *w, int fd, int interval_ms);
 
-/* Claim a free slot for this process (or one left by a dead process),
- * zeroed; NULL when all WAKE_SLOTS are taken by live processes. */
+/* Claim a free slot for this process (or one left by a dead process,
+ * whose values are first folded into the retired totals with the mask
+ * last given to wake_fold_dead() by any process: it is kept in the file),
+ * zeroed; NULL when all WAKE_SLOTS are taken by live processes.  Call
+ * wake_fold_dead() once before the first claim so that the mask is known:
+ * until some process has given one, no value is cumulative and a dead
+ * slot's values are dropped. */
 wake_slot *wake_slot_claim(wake *w);
 
-/* Give the slot back (at exit). */
+/* Give the slot back (at exit): its values are folded into the retired
+ * totals (with the mask kept in the file) and the slot is freed.  A slot
+ * that is not this process's (a forked child's copy) is left alone; NULL
+ * is a no-op. */
 void wake_slot_release(wake_slot *s);
 
 /* The slot array (WAKE_SLOTS entries; pid 0 = free).  A slot whose pid is
  * no longer alive is stale: wake_slot_alive() tells. */
 const wake_slot *wake_slots(const wake *w);
 int wake_slot_alive(const wake_slot *s);
+
+/* Totals of processes that are gone: for every slot whose process is dead,
+ * add the values whose bit is set in cumulative_mask (bit k = values[k],
+ * e.g. counters that only grow; leave gauges out) to retired[k] and free
+ * the slot.  Safe when several processes fold at once: each slot is taken
+ * by compare-and-swap of its pid first, so it is counted once.  The mask
+ * is kept in the file for wake_slot_claim() and wake_slot_release().  A
+ * process that dies while folding (a few instructions) leaves a slot that
+ * the next fold frees without adding it. */
+void wake_fold_dead(wake *w, uint32_t cumulative_mask);
+
+/* The retired total of value k (0 for k >= WAKE_SLOT_VALUES).  A report is
+ * retired[k] plus values[k] of every live slot. */
+int64_t wake_retired(const wake *w, size_t k);
 
 #endif
