@@ -52,6 +52,7 @@
 #define FCGI_FRONT_REQUEST_MS 10000       /* for a whole request to arrive */
 #define FCGI_FRONT_PATIENCE_MS 50         /* a thread waits this long, then the dispatcher */
 #define FCGI_FRONT_PARAMS_MAX (64 * 1024) /* bytes of params (431 beyond) */
+#define FCGI_FRONT_ACCEPT_TICK_MS 500     /* see fcgi_front_wait */
 
 typedef struct {
     const config *cfg;
@@ -60,6 +61,7 @@ typedef struct {
     worker *wk;
     handler_counters *counters;
     const char *web_addrs; /* FCGI_WEB_SERVER_ADDRS, or NULL */
+    int patient;           /* accept only once the dispatcher is ready */
     /* The ready queue: requests the dispatcher read whole (or gave up on),
      * for any accepting thread to answer.  Linked through out_next. */
     pthread_mutex_t ready_lock;
@@ -420,11 +422,13 @@ typedef enum { FCGI_FRONT_STOP = 1, FCGI_FRONT_ACCEPT, FCGI_FRONT_READY } fcgi_f
 /* Wait for a connection, a request the dispatcher read, or the stop
  * signal.  Each thread has its own epoll set with the listen socket added
  * EPOLLEXCLUSIVE, so a new connection wakes one thread, not all of them
- * (poll() would wake every thread of every process on the socket). */
+ * (poll() would wake every thread of every process on the socket).  The
+ * wait-up can go to a process that is dying and never accepts: so every
+ * FCGI_FRONT_ACCEPT_TICK_MS a thread tries accept4() anyway. */
 static fcgi_front_event fcgi_front_wait(int ep) {
     struct epoll_event ev[3];
     for (;;) {
-        int n = epoll_wait(ep, ev, 3, -1);
+        int n = epoll_wait(ep, ev, 3, FCGI_FRONT_ACCEPT_TICK_MS);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -448,6 +452,11 @@ static void *fcgi_front_thread_main(void *arg) {
     struct epoll_event rev = {.events = EPOLLIN, .data.u32 = FCGI_FRONT_READY};
     int ep = epoll_create1(EPOLL_CLOEXEC);
     fcgi_front_event e;
+    struct pollfd stop = {f->stop_fd, POLLIN, 0};
+    /* A patient worker leaves the connections to the running ones until
+     * it has the log open. */
+    while (f->patient && !worker_ready(f->wk) && poll(&stop, 1, 100) == 0)
+        ;
     if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, f->listen_fd, &lev) != 0 ||
         epoll_ctl(ep, EPOLL_CTL_ADD, f->stop_fd, &sev) != 0 ||
         epoll_ctl(ep, EPOLL_CTL_ADD, f->ready_fd, &rev) != 0) {
@@ -537,18 +546,20 @@ static handler_counters *fcgi_front_counters(const config *cfg, wake **wk, wake_
     static handler_counters private_counters;
     char err[512];
     *slot = NULL;
-    if (wake_open(wk, cfg->db, err, sizeof err) == 0)
+    if (wake_open(wk, cfg->db, err, sizeof err) == 0) {
+        wake_fold_dead(*wk, handler_cumulative_mask()); /* the dead keep their totals */
         *slot = wake_slot_claim(*wk);
+    }
     return *slot ? handler_counters_of(*slot) : &private_counters;
 }
 
-int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd) {
+int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) {
     char err[1024];
     wake *slot_wake = NULL;
     wake_slot *slot;
     handler_counters *counters = fcgi_front_counters(cfg, &slot_wake, &slot);
     fcgi_front f = {.cfg = cfg, .listen_fd = listen_fd, .counters = counters,
-                    .web_addrs = getenv("FCGI_WEB_SERVER_ADDRS")};
+                    .web_addrs = getenv("FCGI_WEB_SERVER_ADDRS"), .patient = patient};
     f.stop_fd = fcgi_front_stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (f.stop_fd < 0)
         return 1;

@@ -15,8 +15,10 @@
  * byte is written to it (and it is closed) once the log is open and the
  * process serves requests normally: the supervisor retires an old
  * generation only then.  A process that cannot open the log still serves,
- * answering 503 until the storage comes back. */
-int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd);
+ * answering 503 until the storage comes back -- unless `patient` is set
+ * (a reload's worker, with the running ones still serving): then it
+ * accepts nothing until it is ready. */
+int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient);
 
 /* 1 if fd is a listening socket: how a program spawned by a web server
  * tells FastCGI (a listener on fd 0) from CGI. */

@@ -27,8 +27,8 @@
  * most busy_timeout_ms (one deadline, not one per wait), then answers 503.
  * While the holder has been stuck for HANDLER_STALL_MS (another program
  * holds the database's write lock), at most threads - 1 publishes wait:
- * the next ones get their 503 at once, so one thread is always left for
- * subscribes, /health and /stats. */
+ * the others get their 503 within HANDLER_STALL_MS, so one thread is
+ * always left for subscribes, /health and /stats. */
 static pthread_mutex_t handler_write_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic int handler_writers;        /* waiting for or holding the lock */
 static _Atomic int64_t handler_held_since; /* mono ms the holder took it, 0 = free */
@@ -240,28 +240,43 @@ static int handler_pub_auth(const handler *h, const request *r) {
     return 403;
 }
 
+/* Stuck: the lock's holder has had it HANDLER_STALL_MS (0 = free). */
+static int handler_write_stuck(int64_t now) {
+    int64_t since = atomic_load(&handler_held_since);
+    return since && now - since >= HANDLER_STALL_MS;
+}
+
+/* Take the write lock by `deadline` (monotonic ms), giving up early --
+ * -EBUSY -- while it is stuck and more than `limit` publishes wait for it
+ * (THE WRITE GATE); -ETIMEDOUT at the deadline. */
+static int handler_write_lock_take(int64_t deadline, int limit) {
+    for (;;) {
+        int64_t now = clock_mono_ms();
+        if (atomic_load(&handler_writers) > limit && handler_write_stuck(now))
+            return -EBUSY;
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        int64_t slice = deadline - now < HANDLER_STALL_MS ? deadline - now : HANDLER_STALL_MS;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)slice * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        if (pthread_mutex_timedlock(&handler_write_lock, &until) == 0)
+            return 0;
+    }
+}
+
 /* Append e under THE WRITE GATE: 0 or msglog's code, -ETIMEDOUT when the
  * lock was not had within busy_timeout_ms, -EBUSY when the gate is full. */
 static int handler_append(handler *h, const msglog_entry *e, msglog_ack *ack) {
-    int64_t start = clock_mono_ms(), since = atomic_load(&handler_held_since);
+    int64_t start = clock_mono_ms();
     int limit = h->cfg->threads > 1 ? h->cfg->threads - 1 : 1;
-    if (atomic_fetch_add(&handler_writers, 1) >= limit && since &&
-        start - since >= HANDLER_STALL_MS) {
-        atomic_fetch_sub(&handler_writers, 1);
-        return -EBUSY;
-    }
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += h->cfg->busy_timeout_ms / 1000;
-    until.tv_nsec += (long)(h->cfg->busy_timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    int rc = pthread_mutex_timedlock(&handler_write_lock, &until);
+    atomic_fetch_add(&handler_writers, 1);
+    int rc = handler_write_lock_take(start + h->cfg->busy_timeout_ms, limit);
     if (rc) {
         atomic_fetch_sub(&handler_writers, 1);
-        return -ETIMEDOUT;
+        return rc;
     }
     int64_t now = clock_mono_ms();
     atomic_store(&handler_held_since, now);
@@ -354,7 +369,7 @@ static int64_t handler_counter(const handler_counters *c, size_t k) {
     return atomic_load((_Atomic int64_t *)((char *)c + handler_counter_defs[k].off));
 }
 
-static uint32_t handler_cumulative_mask(void) {
+uint32_t handler_cumulative_mask(void) {
     uint32_t mask = 0;
     for (size_t k = 0; k < HANDLER_NCOUNTERS; k++)
         mask |= (uint32_t)handler_counter_defs[k].cumulative << k;

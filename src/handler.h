@@ -41,6 +41,10 @@ typedef enum { HANDLER_DONE, HANDLER_PARK } handler_result;
 /* The counters living in a wake-file slot. */
 handler_counters *handler_counters_of(wake_slot *slot);
 
+/* Bit k set when counter k is a total that must survive its process (the
+ * mask wake_fold_dead() takes). */
+uint32_t handler_cumulative_mask(void);
+
 typedef struct {
     const config *cfg;
     handler_counters *counters;

@@ -31,7 +31,7 @@ static int main_spawned(const char *argv0) {
                    "server's error log\"}\n");
         return 1;
     }
-    return !fcgi_front_is_listener(0) ? cgi_front_run(&cfg) : fcgi_front_run(&cfg, 0, -1);
+    return !fcgi_front_is_listener(0) ? cgi_front_run(&cfg) : fcgi_front_run(&cfg, 0, -1, 0);
 }
 
 static int main_serve(int argc, char **argv) {
