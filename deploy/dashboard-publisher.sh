@@ -65,10 +65,20 @@ synthetic() {
 }
 
 # post KEY JSON [CURL ARGS...] -> 0 if the server took it.
+# Children run in the background and are waited for, so that a SIGTERM
+# (the demo stopping) ends them too instead of leaving them behind.
+child=""
+trap '[ -n "$child" ] && kill "$child" 2>/dev/null; exit 143' TERM INT HUP
+run() {
+  "$@" &
+  child=$!
+  wait "$child"
+}
+
 post() {
   key=$1 body=$2
   shift 2
-  curl -fsS -m 5 -o /dev/null -H 'Content-Type: application/json' -H "Holdfast-Key: $key" \
+  run curl -fsS -m 5 -o /dev/null -H 'Content-Type: application/json' -H "Holdfast-Key: $key" \
     "$@" --data-binary "$body" "$base/pub/$channel"
 }
 
@@ -90,7 +100,7 @@ echo "publishing cpu, mem, load, rps on $channel via $base every ${interval}s" >
 while :; do
   [ "$rounds" -gt 0 ] && [ "$round" -ge "$rounds" ] && break
   [ "$duration" -gt 0 ] && [ $(($(date +%s) - start)) -ge "$duration" ] && break
-  [ "$round" -gt 0 ] && sleep "$interval"
+  [ "$round" -gt 0 ] && run sleep "$interval"
   round=$((round + 1))
   ok=0
   read_cpu
