@@ -84,6 +84,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 #define MSGLOG_DEFAULT_BUSY_MS 5000
 #define MSGLOG_DEFAULT_PRUNE_EVERY 256
 #define MSGLOG_PRUNE_BUDGET 2000
@@ -388,14 +390,8 @@ static void msglog_rollback(msglog *log) {
     sqlite3_reset(log->st[ST_ROLLBACK]);
 }
 
-static int64_t msglog_real_clock(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t msglog_now_ms(void) {
-    return msglog_clock ? msglog_clock() : msglog_real_clock();
+    return msglog_clock ? msglog_clock() : clock_real_ms();
 }
 
 void msglog_set_clock(int64_t (*now_ms)(void)) {
@@ -589,7 +585,7 @@ static int msglog_select_int(msglog *log, const char *sql, int64_t *out) {
 static void msglog_new_epoch(char out[MSGLOG_EPOCH_LEN + 1]) {
     unsigned char r[MSGLOG_EPOCH_LEN / 2];
     if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
-        uint64_t x = (uint64_t)msglog_real_clock() ^ ((uint64_t)getpid() << 32);
+        uint64_t x = (uint64_t)clock_real_ms() ^ ((uint64_t)getpid() << 32);
         memcpy(r, &x, sizeof r < sizeof x ? sizeof r : sizeof x);
     }
     for (size_t i = 0; i < sizeof r; i++)

@@ -61,6 +61,7 @@
 #include <sys/prctl.h>
 #endif
 
+#include "clock.h"
 #include "fcgi_front.h"
 
 #define POOL_MAX_WORKERS 256
@@ -115,12 +116,6 @@ typedef struct {
     int64_t last_resort_ms;
     pid_t self;
 } pool;
-
-static int64_t pool_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int pool_load_config(const pool_options *o, config *c) {
     char err[1024];
@@ -321,7 +316,7 @@ static void pool_worker(const pool *p, const config *cfg, int ready_rd, int read
  * the top).  A failed fork backs the seat off. */
 static void pool_spawn(pool *p, pool_slot *s, const config *cfg) {
     int fds[2] = {-1, -1};
-    int64_t now = pool_now_ms();
+    int64_t now = clock_mono_ms();
     pid_t pid = -1;
     if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0 && (pid = fork()) == 0)
         pool_worker(p, cfg, fds[0], fds[1], s->gen == p->next_gen); /* a reload's: wait */
@@ -374,7 +369,7 @@ static void pool_reap(pool *p) {
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         pool_slot *s = pool_find(p, pid);
-        int64_t now = pool_now_ms();
+        int64_t now = clock_mono_ms();
         if (!s)
             continue;
         if (pool_stop || !pool_kept(p, s->gen)) {
@@ -425,7 +420,7 @@ static void pool_take_ready(pool *p, const struct pollfd *fds, const size_t *idx
 
 /* SIGTERM to every worker of gen (they then have no seat to be refilled). */
 static void pool_retire(pool *p, int gen) {
-    int64_t now = pool_now_ms();
+    int64_t now = clock_mono_ms();
     for (size_t i = 0; i < POOL_SLOTS; i++) {
         pool_slot *s = &p->slot[i];
         if (s->gen != gen)
@@ -500,14 +495,14 @@ static void pool_do_reload(pool *p, const pool_options *o) {
     }
     p->next_gen = ++p->gens;
     p->next_cfg = c;
-    p->next_deadline_ms = pool_now_ms() + POOL_READY_MS;
+    p->next_deadline_ms = clock_mono_ms() + POOL_READY_MS;
     fprintf(stderr, "holdfast: reloading: starting %d new workers\n", c->workers);
 }
 
 /* The loop's work besides signals: finish or give up a reload, kill what
  * ignored its SIGTERM, fill seats.  Returns how long the loop may sleep. */
 static int pool_tick(pool *p) {
-    int64_t now = pool_now_ms(), next = now + POOL_TICK_MS;
+    int64_t now = clock_mono_ms(), next = now + POOL_TICK_MS;
     int tried = 0; /* a seat of the serving generation was just filled (or tried) */
     if (p->next_gen && pool_gen_ready(p, p->next_gen))
         pool_promote(p);
@@ -560,11 +555,11 @@ static int pool_tick(pool *p) {
 }
 
 static void pool_shutdown(pool *p) {
-    int64_t until = pool_now_ms() + POOL_STOP_GRACE_MS;
+    int64_t until = clock_mono_ms() + POOL_STOP_GRACE_MS;
     for (size_t i = 0; i < POOL_SLOTS; i++)
         if (p->slot[i].pid)
             kill(p->slot[i].pid, SIGTERM);
-    while (pool_live(p, -1) && pool_now_ms() < until) {
+    while (pool_live(p, -1) && clock_mono_ms() < until) {
         pool_reap(p);
         if (pool_live(p, -1))
             poll(NULL, 0, 20);
@@ -576,8 +571,8 @@ static void pool_shutdown(pool *p) {
             if (p->slot[i].pid)
                 kill(p->slot[i].pid, SIGKILL);
     }
-    until = pool_now_ms() + POOL_KILL_WAIT_MS;
-    while (pool_live(p, -1) && pool_now_ms() < until) {
+    until = clock_mono_ms() + POOL_KILL_WAIT_MS;
+    while (pool_live(p, -1) && clock_mono_ms() < until) {
         pool_reap(p);
         if (pool_live(p, -1))
             poll(NULL, 0, 20);

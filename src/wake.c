@@ -51,6 +51,8 @@
 #include <sys/syscall.h>
 #endif
 
+#include "clock.h"
+
 #define WAKE_MAGIC 0x686f6c64u /* "hold" */
 #define WAKE_VERSION 3u        /* 3: fold mask and retired totals */
 #define WAKE_SLOT_OFFSET 128
@@ -271,12 +273,6 @@ int64_t wake_head(const wake *w) {
     return atomic_load(&w->page->head);
 }
 
-static int64_t wake_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* One sleep of at most ms (-1 = unbounded) while seq == seen. */
 static int wake_sleep(wake *w, uint32_t seen, int ms) {
 #ifdef __linux__
@@ -296,13 +292,13 @@ static int wake_sleep(wake *w, uint32_t seen, int ms) {
 }
 
 int wake_wait(wake *w, uint32_t seen, int timeout_ms) {
-    int64_t deadline = timeout_ms < 0 ? -1 : wake_now_ms() + timeout_ms;
+    int64_t deadline = timeout_ms < 0 ? -1 : clock_mono_ms() + timeout_ms;
     int rc = 0;
     atomic_fetch_add(&w->page->waiters, 1);
     while (atomic_load(&w->page->seq) == seen) {
         int left = -1;
         if (deadline >= 0) {
-            int64_t now = wake_now_ms();
+            int64_t now = clock_mono_ms();
             if (now >= deadline) {
                 rc = -ETIMEDOUT;
                 break;
