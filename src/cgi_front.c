@@ -87,12 +87,29 @@ int cgi_front_run(const config *cfg) {
     } else if (got < 0) {
         reply_error(&out, 400, cors, "bad_body", "the body could not be read", 0);
     } else {
-        /* A log that cannot be opened is answered 503 by handler_run. */
-        if (handler_open(&h, cfg, &counters, err, sizeof err))
+        /* A log that cannot be opened is answered 503 by handler_run; the
+         * limits are enforced when their file can be had. */
+        guard *g = NULL;
+        if (guard_open(&g, cfg->db, err, sizeof err))
+            g = NULL;
+        if (handler_open(&h, cfg, &counters, g, err, sizeof err))
             fprintf(stderr, "holdfast: %s\n", err);
-        if (handler_run(&h, r, body.p, body.len, &out, &cursor, epoch) == HANDLER_PARK)
-            cgi_front_wait(&h, r, cursor, epoch, &out);
+        if (handler_run(&h, r, body.p, body.len, &out, &cursor, epoch) == HANDLER_PARK) {
+            /* A blocked CGI process is a waiting subscriber like a parked one. */
+            size_t cl = strlen(r->client);
+            if (g && cl && guard_park(g, r->client, cl, cfg->max_parked_per_client) ==
+                                 GUARD_REFUSED) {
+                reply_error(&out, 429, cors, "too_many_subscribers",
+                            "this client already holds max_parked_per_client waiting subscribes",
+                            HANDLER_CLIENT_RETRY_S);
+            } else {
+                cgi_front_wait(&h, r, cursor, epoch, &out);
+                if (g && cl)
+                    guard_unpark(g, r->client, cl);
+            }
+        }
         handler_close(&h);
+        guard_close(g);
     }
     int rc = fwrite(out.p, 1, out.len, stdout) == out.len && fflush(stdout) == 0 ? 0 : 1;
     buf_free(&out);

@@ -1,5 +1,5 @@
 /* cli.c -- the `holdfast` command line over the log: publish, tail, stats,
- * prune.  Each subcommand is a function of its argv; errors are one line on
+ * prune; and token, which mints a signed token with the configured secret.  Each subcommand is a function of its argv; errors are one line on
  * stderr ("holdfast: ..."), exit status 1 for runtime errors, 2 for usage
  * (a malformed --type among them). */
 #include "cli.h"
@@ -14,7 +14,9 @@
 
 #include "config.h"
 #include "jsonenc.h"
+#include "clock.h"
 #include "msglog.h"
+#include "token.h"
 #include "wake.h"
 
 #define CLI_MAX_STDIN (1024L * 1024 * 1024)
@@ -35,6 +37,11 @@ static const char cli_usage[] =
     "        run a pre-forked FastCGI pool on a unix path or HOST:PORT\n"
     "  stats [--db PATH]     head, epoch, messages, channels, bytes (JSON)\n"
     "  prune [--db PATH]     apply the configured retention now\n"
+    "  token [--config FILE] --channel PATTERN[,PATTERN...] --ttl SECONDS [--publish]\n"
+    "        [--alg HS256|HS384|HS512]\n"
+    "        print a token granting subscribe (and with --publish, publish) on\n"
+    "        the channels matching the patterns, signed with the first\n"
+    "        token_secret (or HOLDFAST_TOKEN_SECRET)\n"
     "\n"
     "common options:\n"
     "  --db PATH        the database (default: setting 'db', HOLDFAST_DB)\n"
@@ -365,12 +372,69 @@ static int cli_prune(int argc, char **argv) {
     return rc;
 }
 
+/* ---- token -------------------------------------------------------------- */
+
+static int cli_token(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'}, {"channel", required_argument, 0, 'n'},
+        {"ttl", required_argument, 0, 't'},    {"publish", no_argument, 0, 'p'},
+        {"alg", required_argument, 0, 'a'},    {0, 0, 0, 0}};
+    const char *cfgpath = NULL, *alg_name = NULL;
+    char *channels = NULL, err[1024], out[TOKEN_MAX + 1];
+    int64_t ttl = -1;
+    int publish = 0, ch;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': cfgpath = optarg; break;
+        case 'n': channels = optarg; break;
+        case 'p': publish = 1; break;
+        case 'a': alg_name = optarg; break;
+        case 't':
+            if (cli_parse_i64(optarg, &ttl) || ttl < 1 || ttl > 366LL * 86400)
+                return cli_usage_error("--ttl: whole seconds, 1 to 31622400 (a year)");
+            break;
+        default: return cli_usage_error("token: unknown option");
+        }
+    }
+    if (!channels || ttl < 0 || optind != argc)
+        return cli_usage_error("token --channel PATTERN[,PATTERN...] --ttl SECONDS [--publish]");
+    config cfg;
+    if (config_load(&cfg, cfgpath, argv[0], err, sizeof err))
+        return cli_error("%s", err);
+    if (!cfg.ntoken_secrets)
+        return cli_error("no token_secret is configured (set token_secret in the config file, "
+                         "or HOLDFAST_TOKEN_SECRET)");
+    token_alg alg = alg_name ? token_alg_parse(alg_name) : 0;
+    if (alg_name && !alg)
+        return cli_usage_error("--alg: HS256, HS384 or HS512");
+    if (!alg) /* the first the server accepts, HS256 before HS384 */
+        alg = cfg.token_algs & TOKEN_ALG_HS256 ? TOKEN_ALG_HS256
+              : cfg.token_algs & TOKEN_ALG_HS384 ? TOKEN_ALG_HS384 : TOKEN_ALG_HS512;
+    if (!(cfg.token_algs & (unsigned)alg))
+        return cli_error("--alg %s: the server's token_algorithms do not accept it", alg_name);
+    const char *pats[TOKEN_MAX_PATTERNS];
+    int n = 0;
+    for (char *save = NULL, *p = strtok_r(channels, ",", &save); p;
+         p = strtok_r(NULL, ",", &save)) {
+        if (n == TOKEN_MAX_PATTERNS || strlen(p) > TOKEN_PATTERN_MAX)
+            return cli_usage_error("--channel: at most 32 patterns of at most 128 bytes");
+        pats[n++] = p;
+    }
+    if (!n)
+        return cli_usage_error("--channel: name at least one channel or pattern");
+    if (token_mint(cfg.token_secrets[0], alg, pats, n, publish, clock_real_ms() / 1000, ttl, out,
+                   sizeof out) < 0)
+        return cli_error("the token does not fit in %d bytes", TOKEN_MAX);
+    puts(out);
+    return 0;
+}
+
 int cli_main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"publish", cli_publish}, {"tail", cli_tail}, {"stats", cli_stats},
-                {"prune", cli_prune}};
+                {"prune", cli_prune}, {"token", cli_token}};
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(cli_usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

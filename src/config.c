@@ -3,8 +3,14 @@
  * The file is lines of `key = value`; `#` starts a comment; blank lines are
  * ignored.  A `[channel PATTERN]` line opens a per-channel policy (PATTERN is
  * an fnmatch(3) glob such as `chat.*`); the keys after it, up to the next
- * section, apply to channels matching it: publish, subscribe,
- * retain_messages, retain_seconds.  The first matching policy wins.
+ * section, apply to channels matching it: publish, subscribe, max_body,
+ * publish_rate, publish_burst, retain_messages, retain_seconds.  The first
+ * matching policy wins.
+ *
+ * Safe by default: publishing needs a key (publish = key) until the
+ * settings say `publish = anyone`, globally or for a section; subscribing
+ * is open unless a rule says `subscribe = token`, which needs a
+ * token_secret of at least CONFIG_SECRET_MIN bytes.
  *
  * Every top-level key can also come from the environment as HOLDFAST_<KEY>
  * (upper case: HOLDFAST_DB, HOLDFAST_POLL_TIMEOUT, ...) -- what mod_fcgid's
@@ -22,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -44,6 +51,19 @@ void config_defaults(config *c) {
     c->threads = 4;
     c->retention.max_messages = 10000;
     c->retention.max_age_s = 0;
+    c->publish = POLICY_KEY;
+    c->subscribe = POLICY_ANYONE;
+    c->token_algs = TOKEN_ALG_HS256;
+    c->token_leeway_s = 0;
+    c->max_parked_per_client = 64;
+    c->publish_rate_milli = 50 * 1000;
+    c->publish_burst = 100;
+    /* Types a browser will not run as a page even without the sandbox. */
+    static const char *const raw[] = {"text/plain", "application/json",
+                                      "application/octet-stream", "image/png", "image/jpeg",
+                                      "image/gif", "image/webp", "application/x-ndjson"};
+    for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++)
+        snprintf(c->raw_types[c->nraw_types++], CONFIG_STR, "%s", raw[i]);
 }
 
 /* ---- value parsers ------------------------------------------------------ */
@@ -98,6 +118,9 @@ static const config_intkey config_ints[] = {
     CI("workers", workers, 1, 256),
     CI("threads", threads, 1, 64),
     CI("retain_messages", retention.max_messages, 0, INT64_MAX),
+    CI("token_leeway", token_leeway_s, 0, 3600),
+    CI("max_parked_per_client", max_parked_per_client, 0, 1000000),
+    CI("publish_burst", publish_burst, 1, 1000000),
     {"retain_seconds", offsetof(config, retention.max_age_s), 1, 0, CONFIG_RETAIN_SECONDS_MAX,
      "100 years"},
 };
@@ -153,6 +176,149 @@ static int config_add_str(char (*list)[CONFIG_STR], int *n, int max, const char 
     return config_set_str(list[(*n)++], CONFIG_STR, v, err, errlen);
 }
 
+/* "anyone", "key" or "token", as far as `allowed` (bits 1 << POLICY_*) goes. */
+static int config_access_of(const char *key, const char *v, unsigned allowed,
+                            config_access *out, char *err, size_t errlen) {
+    static const char *const names[] = {"anyone", "key", "token"};
+    for (int i = 0; i < 3; i++) {
+        if ((allowed & 1u << i) && !strcmp(v, names[i])) {
+            *out = (config_access)i;
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "%s: '%s' must be %s", key, v,
+             allowed == 7 ? "'anyone', 'key' or 'token'" : "'anyone' or 'token'");
+    return -EINVAL;
+}
+#define CONFIG_PUBLISH_ACCESS 7u                                     /* anyone|key|token */
+#define CONFIG_SUBSCRIBE_ACCESS (1u << POLICY_ANYONE | 1u << POLICY_TOKEN) /* anyone|token */
+
+/* publish_rate: "N" or "N/s" per second, "N/m" per minute, N a decimal
+ * number with at most three places; 0 = no limit.  Into thousandths of a
+ * publish per second. */
+static int config_rate(const char *v, int64_t *milli, char *err, size_t errlen) {
+    int64_t whole = 0, frac = 0, scale = 1000;
+    const char *p = v;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9' && whole < 100000000; p++, digits++)
+        whole = whole * 10 + (*p - '0');
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9' && scale > 1; p++, digits++)
+            frac += (*p - '0') * (scale /= 10);
+    int per_minute = 0;
+    if (*p == '/' && (p[1] == 's' || p[1] == 'm') && !p[2]) {
+        per_minute = p[1] == 'm';
+        p += 2;
+    }
+    if (!digits || *p || whole > 1000000) {
+        snprintf(err, errlen, "publish_rate: '%s' is not a rate such as 10, 2.5/s or 30/m "
+                              "(at most 1000000 per second; 0 = no limit)", v);
+        return -EINVAL;
+    }
+    *milli = whole * 1000 + frac;
+    if (per_minute)
+        *milli = (*milli + 59) / 60; /* round up: a rate never becomes 0 = none */
+    return 0;
+}
+
+/* A header or cookie name: 1-63 bytes of A-Za-z0-9, '-' and '_'. */
+static int config_name(const char *key, const char *v, char *dst, char *err, size_t errlen) {
+    size_t n = strlen(v);
+    int ok = n < CONFIG_NAME;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)v[i]) || v[i] == '-' || v[i] == '_';
+    if (!ok) {
+        snprintf(err, errlen, "%s: '%s' is not a name of at most %d letters, digits, - and _",
+                 key, v, CONFIG_NAME - 1);
+        return -EINVAL;
+    }
+    memcpy(dst, v, n + 1);
+    return 0;
+}
+
+/* raw_types: media types (type/subtype) separated by spaces or commas. */
+static int config_raw_types(config *c, const char *v, char *err, size_t errlen) {
+    if (!c->raw_types_set) {
+        c->nraw_types = 0; /* the first raw_types line replaces the defaults */
+        c->raw_types_set = 1;
+    }
+    while (*v) {
+        size_t n = strcspn(v, " \t,");
+        if (n) {
+            char t[CONFIG_STR];
+            if (n >= sizeof t || memchr(v, ';', n)) {
+                snprintf(err, errlen, "raw_types: each entry is a bare type/subtype");
+                return -EINVAL;
+            }
+            memcpy(t, v, n);
+            t[n] = '\0';
+            if (!msglog_type_valid(t) || !strchr(t, '/')) {
+                snprintf(err, errlen, "raw_types: '%s' is not a media type such as text/plain",
+                         t);
+                return -EINVAL;
+            }
+            if (config_add_str(c->raw_types, &c->nraw_types, CONFIG_MAX_TYPES, t, err, errlen))
+                return -EINVAL;
+        }
+        v += n + (v[n] != '\0');
+    }
+    return 0;
+}
+
+/* token_algorithms: HS256, HS384, HS512 separated by spaces or commas. */
+static int config_algs(config *c, const char *v, char *err, size_t errlen) {
+    unsigned algs = 0;
+    while (*v) {
+        size_t n = strcspn(v, " \t,");
+        if (n) {
+            char name[8] = "";
+            token_alg a = n < sizeof name ? (memcpy(name, v, n), token_alg_parse(name)) : 0;
+            if (!a) {
+                snprintf(err, errlen, "token_algorithms: '%.*s' is not HS256, HS384 or HS512",
+                         (int)(n < 32 ? n : 32), v);
+                return -EINVAL;
+            }
+            algs |= (unsigned)a;
+        }
+        v += n + (v[n] != '\0');
+    }
+    if (!algs) {
+        snprintf(err, errlen, "token_algorithms: name at least one of HS256, HS384, HS512");
+        return -EINVAL;
+    }
+    c->token_algs = algs;
+    return 0;
+}
+
+/* on/off, yes/no, true/false, 1/0. */
+static int config_bool(const char *key, const char *v, int *out, char *err, size_t errlen) {
+    static const char *const yes[] = {"on", "yes", "true", "1"}, *const no[] = {"off", "no",
+                                                                                "false", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (!strcmp(v, yes[i]) || !strcmp(v, no[i])) {
+            *out = !strcmp(v, yes[i]);
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "%s: '%s' is neither on nor off", key, v);
+    return -EINVAL;
+}
+
+/* The header lines each listed origin is answered with.  Credentials only
+ * for an exact origin (config_check refuses them with *). */
+static void config_cors_headers(config *c) {
+    for (int i = 0; i < c->ncors_origins; i++) {
+        const char *o = c->cors_origins[i];
+        int any = !strcmp(o, "*");
+        snprintf(c->cors_headers[i], sizeof c->cors_headers[i],
+                 "Access-Control-Allow-Origin: %s\r\n"
+                 "Access-Control-Expose-Headers: Holdfast-Id, Holdfast-Epoch, Holdfast-Cursor, "
+                 "Retry-After\r\n%s%s",
+                 o, c->cors_credentials && !any ? "Access-Control-Allow-Credentials: true\r\n" : "",
+                 any ? "" : "Vary: Origin\r\n");
+    }
+}
+
 int config_set(config *c, const char *key, const char *v, char *err, size_t errlen) {
     const config_intkey *k = config_intkey_find(key);
     if (k)
@@ -176,9 +342,46 @@ int config_set(config *c, const char *key, const char *v, char *err, size_t errl
     if (!strcmp(key, "publish_key"))
         return config_add_str(c->publish_keys, &c->npublish_keys, CONFIG_MAX_KEYS, v, err,
                               errlen);
-    if (!strcmp(key, "cors_origin"))
-        return config_add_str(c->cors_origins, &c->ncors_origins, CONFIG_MAX_ORIGINS, v, err,
+    if (!strcmp(key, "cors_origin") || !strcmp(key, "cors_credentials")) {
+        int rc = key[5] == 'o' ? config_add_str(c->cors_origins, &c->ncors_origins,
+                                                CONFIG_MAX_ORIGINS, v, err, errlen)
+                               : config_bool(key, v, &c->cors_credentials, err, errlen);
+        config_cors_headers(c);
+        return rc;
+    }
+    if (!strcmp(key, "publish"))
+        return config_access_of(key, v, CONFIG_PUBLISH_ACCESS, &c->publish, err, errlen);
+    if (!strcmp(key, "subscribe"))
+        return config_access_of(key, v, CONFIG_SUBSCRIBE_ACCESS, &c->subscribe, err, errlen);
+    if (!strcmp(key, "token_secret")) {
+        if (strlen(v) < CONFIG_SECRET_MIN) {
+            snprintf(err, errlen, "token_secret: at least %d bytes (try: head -c 32 "
+                                  "/dev/urandom | base64)", CONFIG_SECRET_MIN);
+            return -EINVAL;
+        }
+        return config_add_str(c->token_secrets, &c->ntoken_secrets, CONFIG_MAX_KEYS, v, err,
                               errlen);
+    }
+    if (!strcmp(key, "token_algorithms"))
+        return config_algs(c, v, err, errlen);
+    if (!strcmp(key, "token_cookie"))
+        return config_name(key, v, c->token_cookie, err, errlen);
+    if (!strcmp(key, "client_header")) {
+        if (config_name(key, v, c->client_header, err, errlen))
+            return -EINVAL;
+        /* The CGI name of the header: HTTP_ and the name, upper case, - as _. */
+        size_t n = strlen(v);
+        memcpy(c->client_param, "HTTP_", 5);
+        for (size_t i = 0; i <= n; i++)
+            c->client_param[5 + i] = v[i] == '-' ? '_' : (char)toupper((unsigned char)v[i]);
+        if (!n)
+            c->client_param[0] = '\0';
+        return 0;
+    }
+    if (!strcmp(key, "publish_rate"))
+        return config_rate(v, &c->publish_rate_milli, err, errlen);
+    if (!strcmp(key, "raw_types"))
+        return config_raw_types(c, v, err, errlen);
     if (!strcmp(key, "durability")) {
         if (!strcmp(v, "normal") || !strcmp(v, "full")) {
             c->durability = !strcmp(v, "full") ? MSGLOG_DURABILITY_FULL
@@ -196,23 +399,22 @@ int config_set(config *c, const char *key, const char *v, char *err, size_t errl
 static int config_set_policy(config_policy *p, const char *key, const char *v, char *err,
                              size_t errlen) {
     int64_t x;
-    if (!strcmp(key, "publish")) {
-        if (strcmp(v, "anyone") && strcmp(v, "key")) {
-            snprintf(err, errlen, "publish: '%s' must be 'anyone' or 'key'", v);
+    if (!strcmp(key, "publish"))
+        return config_access_of(key, v, CONFIG_PUBLISH_ACCESS, &p->publish, err, errlen);
+    if (!strcmp(key, "subscribe"))
+        return config_access_of(key, v, CONFIG_SUBSCRIBE_ACCESS, &p->subscribe, err, errlen);
+    if (!strcmp(key, "max_body") || !strcmp(key, "publish_burst")) {
+        const config_intkey *k = config_intkey_find(key);
+        if (config_int_for(k, v, &x, err, errlen))
             return -EINVAL;
-        }
-        p->publish = !strcmp(v, "key") ? POLICY_KEY : POLICY_ANYONE;
+        if (key[0] == 'm')
+            p->max_body = x;
+        else
+            p->publish_burst = (int)x;
         return 0;
     }
-    if (!strcmp(key, "subscribe")) {
-        if (strcmp(v, "anyone")) {
-            snprintf(err, errlen, "subscribe: '%s' is not supported; this release has only "
-                                  "'anyone' (signed subscribe tokens come later)", v);
-            return -EINVAL;
-        }
-        p->subscribe = POLICY_ANYONE;
-        return 0;
-    }
+    if (!strcmp(key, "publish_rate"))
+        return config_rate(v, &p->publish_rate_milli, err, errlen);
     int count = !strcmp(key, "retain_messages");
     if (count || !strcmp(key, "retain_seconds")) {
         /* The same bounds as the global keys. */
@@ -261,6 +463,10 @@ static int config_open_section(config *c, char *line, char *err, size_t errlen) 
     p->subscribe = POLICY_INHERIT;
     p->retention.max_messages = -1;
     p->retention.max_age_s = -1;
+    p->max_body = -1;
+    p->publish_rate_milli = -1;
+    p->publish_burst = -1;
+    p->rule = c->npolicies;
     return 0;
 }
 
@@ -309,8 +515,11 @@ int config_parse(config *c, const char *name, const char *text, char *err, size_
 /* ---- environment and loading -------------------------------------------- */
 
 int config_apply_env(config *c, char *const *envp, char *err, size_t errlen) {
-    static const char *const keys[] = {"db", "durability", "listen", "listen_mode",
-                                       "listen_group", "publish_key", "cors_origin"};
+    static const char *const keys[] = {
+        "db",           "durability",       "listen",           "listen_mode",
+        "listen_group", "publish_key",      "cors_origin",      "cors_credentials",
+        "publish",      "subscribe",        "token_secret",     "token_algorithms",
+        "token_cookie", "client_header",    "publish_rate",     "raw_types"};
     char name[64], why[512];
     if (!envp)
         envp = environ;
@@ -406,13 +615,76 @@ int config_load(config *c, const char *path, const char *argv0, char *err, size_
         if (rc)
             return rc;
     }
-    return config_apply_env(c, NULL, err, errlen);
+    int rc = config_apply_env(c, NULL, err, errlen);
+    return rc ? rc : config_check(c, err, errlen);
+}
+
+int config_check(const config *c, char *err, size_t errlen) {
+    const char *where = *c->source ? c->source : "settings";
+    char what[MSGLOG_CHANNEL_MAX + 32] = "";
+    if (c->publish == POLICY_TOKEN || c->subscribe == POLICY_TOKEN)
+        snprintf(what, sizeof what, "%s = token",
+                 c->subscribe == POLICY_TOKEN ? "subscribe" : "publish");
+    for (int i = 0; !*what && i < c->npolicies; i++)
+        if (c->policies[i].publish == POLICY_TOKEN || c->policies[i].subscribe == POLICY_TOKEN)
+            snprintf(what, sizeof what, "[channel %s]", c->policies[i].pattern);
+    if (*what && !c->ntoken_secrets) {
+        snprintf(err, errlen, "%s: %s needs a token_secret (or HOLDFAST_TOKEN_SECRET) to "
+                              "verify tokens with", where, what);
+        return -EINVAL;
+    }
+    if (c->cors_credentials) {
+        for (int i = 0; i < c->ncors_origins; i++) {
+            if (!strcmp(c->cors_origins[i], "*")) {
+                snprintf(err, errlen, "%s: cors_credentials = on needs listed origins, not "
+                                      "cors_origin = * (browsers refuse the pair)", where);
+                return -EINVAL;
+            }
+        }
+    }
+    return 0;
+}
+
+int config_publish_closed(const config *c) {
+    return c->publish == POLICY_KEY && c->npublish_keys == 0;
+}
+
+const char *config_publish_summary(const config *c, char *out, size_t cap) {
+    int open_sections = 0;
+    for (int i = 0; i < c->npolicies; i++)
+        open_sections += c->policies[i].publish == POLICY_ANYONE;
+    if (config_publish_closed(c))
+        snprintf(out, cap, "publishing is closed: no publish_key is set and publish is not "
+                           "'anyone', so publishes get 403%s (set publish_key = SECRET, or "
+                           "publish = anyone)",
+                 open_sections ? " except on [channel] sections with publish = anyone" : "");
+    else if (c->publish == POLICY_ANYONE)
+        snprintf(out, cap, "warning: publish = anyone: anyone who can reach this server may "
+                           "publish to channels no [channel] section closes");
+    else
+        snprintf(out, cap, "publishing needs %s%s", c->publish == POLICY_TOKEN
+                 ? "a signed token or a publish key" : "a publish key",
+                 open_sections ? " (but some [channel] sections say publish = anyone)" : "");
+    return out;
+}
+
+int config_raw_type_allowed(const config *c, const char *type) {
+    if (!type)
+        return 0;
+    size_t n = strcspn(type, "; \t");
+    for (int i = 0; i < c->nraw_types; i++)
+        if (strlen(c->raw_types[i]) == n && !strncasecmp(c->raw_types[i], type, n))
+            return 1;
+    return 0;
 }
 
 config_policy config_policy_for(const config *c, const char *channel) {
     config_policy p = {.publish = POLICY_INHERIT,
                        .subscribe = POLICY_INHERIT,
-                       .retention = {-1, -1}};
+                       .retention = {-1, -1},
+                       .max_body = -1,
+                       .publish_rate_milli = -1,
+                       .publish_burst = -1};
     for (int i = 0; i < c->npolicies; i++) {
         if (fnmatch(c->policies[i].pattern, channel, 0) == 0) {
             p = c->policies[i];
@@ -420,9 +692,15 @@ config_policy config_policy_for(const config *c, const char *channel) {
         }
     }
     if (p.publish == POLICY_INHERIT)
-        p.publish = c->npublish_keys ? POLICY_KEY : POLICY_ANYONE;
+        p.publish = c->publish;
     if (p.subscribe == POLICY_INHERIT)
-        p.subscribe = POLICY_ANYONE;
+        p.subscribe = c->subscribe;
+    if (p.max_body < 0 || p.max_body > c->max_body)
+        p.max_body = c->max_body; /* a section narrows max_body, never widens it */
+    if (p.publish_rate_milli < 0)
+        p.publish_rate_milli = c->publish_rate_milli;
+    if (p.publish_burst < 0)
+        p.publish_burst = c->publish_burst;
     if (p.retention.max_messages < 0)
         p.retention.max_messages = c->retention.max_messages;
     if (p.retention.max_age_s < 0)

@@ -60,6 +60,7 @@ typedef struct {
     int stop_fd;
     worker *wk;
     handler_counters *counters;
+    guard *lim;  /* shared abuse limits, NULL when <db>-limits cannot be had */
     const char *web_addrs; /* FCGI_WEB_SERVER_ADDRS, or NULL */
     int patient;           /* accept only once the dispatcher is ready */
     /* The ready queue: requests the dispatcher read whole (or gave up on),
@@ -307,12 +308,12 @@ static void fcgi_front_defer(fcgi_front_thread *t, int fd, int64_t deadline) {
         fcgi_front_pending_free(w);
 }
 
-/* Park a subscriber; 0, or -1 when the dispatcher is full (answer 503). */
-static int fcgi_front_park(fcgi_front *f, const request *r, int fd, uint16_t reqid,
-                           int64_t cursor, const char *epoch) {
+/* Park a subscriber; on a refusal the caller answers it. */
+static worker_park_result fcgi_front_park(fcgi_front *f, const request *r, int fd,
+                                          uint16_t reqid, int64_t cursor, const char *epoch) {
     waiter *w = waiter_new(r->channels, r->nchannels);
     if (!w)
-        return -1;
+        return WORKER_PARK_FULL;
     w->fd = fd;
     w->reqid = reqid;
     w->format = (uint8_t)r->format;
@@ -321,10 +322,11 @@ static int fcgi_front_park(fcgi_front *f, const request *r, int fd, uint16_t req
     w->limit = r->limit;
     w->cors = reply_cors(f->cfg, r->origin);
     w->deadline_ms = clock_mono_ms() + r->timeout_s * 1000LL;
-    if (worker_park(f->wk, w) == 0)
-        return 0;
-    waiter_free(w);
-    return -1;
+    snprintf(w->client, sizeof w->client, "%s", r->client);
+    worker_park_result res = worker_park(f->wk, w);
+    if (res != WORKER_PARK_OK)
+        waiter_free(w);
+    return res;
 }
 
 /* Send t->resp and close: at once when the socket takes it all and the
@@ -382,9 +384,17 @@ static void fcgi_front_finish(fcgi_front_thread *t, int fd, fcgi_front_intake re
     } else if (handler_run(&t->h, &t->r, t->p.body.p, t->p.body.len, &t->resp, &cursor,
                            epoch) == HANDLER_DONE) {
         fcgi_front_answer(t, fd);
-    } else if (fcgi_front_park(f, &t->r, fd, t->p.reqid, cursor, epoch) != 0) {
-        reply_error(&t->resp, 503, cors, "full", "this worker holds max_parked subscribers", 1);
-        fcgi_front_answer(t, fd);
+    } else {
+        worker_park_result park = fcgi_front_park(f, &t->r, fd, t->p.reqid, cursor, epoch);
+        if (park == WORKER_PARK_CLIENT)
+            reply_error(&t->resp, 429, cors, "too_many_subscribers",
+                        "this client already holds max_parked_per_client waiting subscribes",
+                        HANDLER_CLIENT_RETRY_S);
+        else if (park == WORKER_PARK_FULL)
+            reply_error(&t->resp, 503, cors, "full", "this worker holds max_parked subscribers",
+                        1);
+        if (park != WORKER_PARK_OK)
+            fcgi_front_answer(t, fd);
     }
     fcgi_proto_free(&t->p); /* r pointed into it: done with both */
 }
@@ -521,7 +531,7 @@ static int fcgi_front_start_threads(fcgi_front *f, fcgi_front_thread *ts, pthrea
         buf_init(&t->resp);
         /* A log that cannot be opened yet is not fatal: the handler says
          * 503 and tries again (the dispatcher has logged why). */
-        handler_open(&t->h, f->cfg, f->counters, err, sizeof err);
+        handler_open(&t->h, f->cfg, f->counters, f->lim, err, sizeof err);
         if (pthread_create(&tids[i], NULL, fcgi_front_thread_main, t) != 0) {
             handler_close(&t->h);
             break;
@@ -560,6 +570,9 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) 
     handler_counters *counters = fcgi_front_counters(cfg, &slot_wake, &slot);
     fcgi_front f = {.cfg = cfg, .listen_fd = listen_fd, .counters = counters,
                     .web_addrs = getenv("FCGI_WEB_SERVER_ADDRS"), .patient = patient};
+    if (guard_open(&f.lim, cfg->db, err, sizeof err) != 0)
+        fprintf(stderr, "holdfast[%d]: warning: %s: max_parked_per_client and publish_rate "
+                        "are not enforced\n", (int)getpid(), err);
     f.stop_fd = fcgi_front_stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (f.stop_fd < 0)
         return 1;
@@ -570,18 +583,16 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) 
                         .done = fcgi_front_read_done, .ud = &f};
     pthread_mutex_init(&f.ready_lock, NULL);
     f.ready_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (f.ready_fd < 0 || worker_start(&f.wk, cfg, counters, &ops, err, sizeof err)) {
+    if (f.ready_fd < 0 || worker_start(&f.wk, cfg, counters, f.lim, &ops, err, sizeof err)) {
         fprintf(stderr, "holdfast[%d]: %s\n", (int)getpid(),
                 f.ready_fd < 0 ? strerror(errno) : err);
         if (f.ready_fd >= 0)
             close(f.ready_fd);
         wake_slot_release(slot);
         wake_close(slot_wake);
+        guard_close(f.lim);
         return 1;
     }
-    if (cfg->npublish_keys == 0)
-        fprintf(stderr, "holdfast[%d]: warning: no publish_key is set: anyone who can reach "
-                        "this server may publish\n", (int)getpid());
     int n = cfg->threads;
     fcgi_front_thread *ts = calloc((size_t)n, sizeof *ts);
     pthread_t *tids = calloc((size_t)n, sizeof *tids);
@@ -618,5 +629,6 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) 
     fcgi_front_stop_fd = -1;
     wake_slot_release(slot);
     wake_close(slot_wake);
+    guard_close(f.lim);
     return started > 0 ? 0 : 1;
 }

@@ -1,6 +1,14 @@
 /* handler.c -- the routes: subscribe, publish, health, stats, metrics,
  * preflight.  Front-agnostic: input is a parsed request (and a body), output
- * a complete CGI-style response in a buffer, or "park this subscriber". */
+ * a complete CGI-style response in a buffer, or "park this subscriber".
+ *
+ * THE ACCESS RULE.  Before a subscribe reads or a publish writes, every
+ * channel it names is checked against its policy (config_policy_for):
+ * `key` wants a publish key, `token` a signed token granting the channel
+ * (or a publish key), `anyone` nothing.  A multi-channel subscribe is
+ * granted whole or refused whole.  Missing or invalid credentials are 401,
+ * valid ones that do not reach far enough 403; no answer says anything
+ * about a key or a secret beyond "it does not verify". */
 #include "handler.h"
 
 #include <errno.h>
@@ -12,8 +20,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
 #include "clock.h"
 #include "reply.h"
+#include "token.h"
 
 #define HANDLER_DB_CHECK_MS 1000
 #define HANDLER_STORAGE_RETRY_MS 1000
@@ -45,7 +57,9 @@ request_limits handler_limits(const config *cfg) {
                             .max_body = cfg->max_body,
                             .poll_timeout_s = cfg->poll_timeout_s,
                             .max_poll_timeout_s = cfg->max_poll_timeout_s,
-                            .batch_limit = cfg->batch_limit};
+                            .batch_limit = cfg->batch_limit,
+                            .token_cookie = cfg->token_cookie,
+                            .client_param = cfg->client_param};
 }
 
 static int handler_open_log(handler *h, char *err, size_t errlen) {
@@ -83,11 +97,12 @@ static int handler_open_storage(handler *h) {
     return rc;
 }
 
-int handler_open(handler *h, const config *cfg, handler_counters *counters, char *err,
-                 size_t errlen) {
+int handler_open(handler *h, const config *cfg, handler_counters *counters, guard *lim,
+                 char *err, size_t errlen) {
     memset(h, 0, sizeof *h);
     h->cfg = cfg;
     h->counters = counters;
+    h->lim = lim;
     int rc = handler_open_storage(h);
     if (rc)
         snprintf(err, errlen, "%s", h->err);
@@ -148,10 +163,11 @@ void handler_count_answer(handler_counters *counters, const msglog_batch *b,
         atomic_fetch_add(&counters->timeouts, 1);
 }
 
-void handler_answer(buf *out, const msglog_batch *b, request_format fmt, const char *cors,
+void handler_answer(const config *cfg, buf *out, const msglog_batch *b, request_format fmt,
+                    const char *cors,
                     handler_counters *counters) {
     if (fmt == FORMAT_RAW && !b->reset) {
-        reply_raw(out, b, cors);
+        reply_raw(out, b, cors, cfg);
     } else {
         buf body;
         buf_init(&body);
@@ -160,6 +176,127 @@ void handler_answer(buf *out, const msglog_batch *b, request_format fmt, const c
         buf_free(&body);
     }
     handler_count_answer(counters, b, fmt);
+}
+
+/* ---- THE ACCESS RULE ------------------------------------------------------ */
+
+/* Why a request is refused (or not). */
+typedef enum {
+    AUTH_OK = 0,
+    AUTH_KEY_MISSING,  /* 401: a key channel, no Authorization: Bearer */
+    AUTH_KEY_WRONG,    /* 403: a bearer that is no publish key */
+    AUTH_CLOSED,       /* 403: publishing needs a key and none is configured */
+    AUTH_TOKEN,        /* 401: the token is missing or invalid (token_status says how) */
+    AUTH_NOT_GRANTED   /* 403: a valid token that does not grant every channel */
+} handler_auth;
+
+/* The index of the publish key `bearer` is (0..), or -1.  Compared as
+ * SHA-256 digests with CRYPTO_memcmp: the time taken says nothing about
+ * the keys' contents or lengths. */
+static int handler_key_index(const config *c, const char *bearer) {
+    unsigned char want[EVP_MAX_MD_SIZE], have[EVP_MAX_MD_SIZE];
+    unsigned int n = 0, m = 0;
+    int found = -1;
+    if (!bearer || !c->npublish_keys ||
+        !EVP_Digest(bearer, strlen(bearer), have, &n, EVP_sha256(), NULL))
+        return -1;
+    for (int i = 0; i < c->npublish_keys; i++) {
+        if (EVP_Digest(c->publish_keys[i], strlen(c->publish_keys[i]), want, &m, EVP_sha256(),
+                       NULL) && m == n && CRYPTO_memcmp(want, have, n) == 0 && found < 0)
+            found = i;
+    }
+    return found;
+}
+
+/* Verify the request's token into g; TOKEN_OK or why not. */
+static token_status handler_token(const handler *h, const request *r, token_grant *g) {
+    const config *c = h->cfg;
+    const char *secrets[CONFIG_MAX_KEYS];
+    if (r->token_over)
+        return TOKEN_MALFORMED;
+    if (!r->token)
+        return TOKEN_MISSING;
+    for (int i = 0; i < c->ntoken_secrets; i++)
+        secrets[i] = c->token_secrets[i];
+    token_keys k = {.secrets = secrets,
+                    .nsecrets = c->ntoken_secrets,
+                    .algs = c->token_algs,
+                    .leeway_s = c->token_leeway_s,
+                    .now_s = clock_real_ms() / 1000};
+    return token_verify(r->token, strlen(r->token), &k, g);
+}
+
+/* Check a subscribe's channels (publish = 0) or a publish's channel
+ * against their policies.  *why gets the token's status for AUTH_TOKEN,
+ * *denied the first channel refused, *key the publish key used (or -1). */
+static handler_auth handler_access(const handler *h, const request *r, int publish,
+                                   token_status *why, const char **denied, int *key) {
+    int need_token = 0;
+    *key = handler_key_index(h->cfg, r->bearer);
+    *why = TOKEN_OK;
+    *denied = NULL;
+    for (size_t i = 0; i < r->nchannels; i++) {
+        config_policy p = config_policy_for(h->cfg, r->channels[i]);
+        config_access a = publish ? p.publish : p.subscribe;
+        if (a == POLICY_KEY && *key < 0) {
+            *denied = r->channels[i];
+            return !h->cfg->npublish_keys ? AUTH_CLOSED
+                   : !r->bearer ? AUTH_KEY_MISSING : AUTH_KEY_WRONG;
+        }
+        need_token |= a == POLICY_TOKEN;
+    }
+    if (!need_token || *key >= 0)
+        return AUTH_OK; /* a publish key opens every channel */
+    token_grant g;
+    *why = handler_token(h, r, &g);
+    if (*why != TOKEN_OK)
+        return AUTH_TOKEN;
+    for (size_t i = 0; i < r->nchannels; i++) {
+        config_policy p = config_policy_for(h->cfg, r->channels[i]);
+        if ((publish ? p.publish : p.subscribe) == POLICY_TOKEN &&
+            !token_grants(&g, publish, r->channels[i])) {
+            *denied = r->channels[i];
+            return AUTH_NOT_GRANTED;
+        }
+    }
+    return AUTH_OK;
+}
+
+/* Answer a refusal: its status, a code and a sentence that tells the
+ * client what to send, and nothing about the keys. */
+static void handler_refuse(buf *out, const char *cors, handler_auth a, token_status why,
+                           const char *channel, int publish) {
+    char detail[MSGLOG_CHANNEL_MAX + 160];
+    switch (a) {
+    case AUTH_KEY_MISSING:
+        reply_error(out, 401, cors, "unauthorized",
+                    "this channel needs Authorization: Bearer <publish key>", 0);
+        return;
+    case AUTH_KEY_WRONG:
+        reply_error(out, 403, cors, "forbidden", "the publish key is not valid", 0);
+        return;
+    case AUTH_CLOSED:
+        reply_error(out, 403, cors, "publishing_closed",
+                    "publishing needs a key: set publish_key = SECRET (or HOLDFAST_PUBLISH_KEY) "
+                    "and send Authorization: Bearer SECRET, or open channels with publish = "
+                    "anyone", 0);
+        return;
+    case AUTH_TOKEN:
+        snprintf(detail, sizeof detail, "%s%s", token_status_reason(why),
+                 why == TOKEN_MISSING ? (publish ? ": send Authorization: Bearer <token>"
+                                                 : ": send Authorization: Bearer <token>, "
+                                                   "?token=<token> or the token cookie")
+                                      : "");
+        reply_error(out, 401, cors, token_status_code(why), detail, 0);
+        return;
+    case AUTH_NOT_GRANTED:
+        snprintf(detail, sizeof detail, "the token does not grant %s on %s",
+                 publish ? "publishing" : "subscribing", channel ? channel : "");
+        reply_error(out, 403, cors, "not_granted", detail, 0);
+        return;
+    case AUTH_OK:
+        break;
+    }
 }
 
 /* Read for a subscribe; fills b (caller frees). */
@@ -187,7 +324,7 @@ int handler_poll(handler *h, const request *r, int64_t *cursor, const char *epoc
     }
     int answer = final || b.n > 0 || b.reset;
     if (answer)
-        handler_answer(out, &b, r->format, cors, h->counters);
+        handler_answer(h->cfg, out, &b, r->format, cors, h->counters);
     else
         *cursor = b.cursor;
     msglog_batch_free(&b);
@@ -198,6 +335,14 @@ static handler_result handler_sub(handler *h, const request *r, buf *out, int64_
                                   char epoch[MSGLOG_EPOCH_LEN + 1]) {
     msglog_batch b;
     const char *cors = reply_cors(h->cfg, r->origin);
+    token_status why;
+    const char *denied;
+    int key;
+    handler_auth a = handler_access(h, r, 0, &why, &denied, &key);
+    if (a != AUTH_OK) {
+        handler_refuse(out, cors, a, why, denied, 0);
+        return HANDLER_DONE;
+    }
     handler_check_db(h, 0);
     if (handler_read(h, r, r->since, r->has_epoch ? r->epoch : NULL, &b)) {
         msglog_batch_free(&b);
@@ -206,7 +351,7 @@ static handler_result handler_sub(handler *h, const request *r, buf *out, int64_
     }
     handler_result res = HANDLER_DONE;
     if (b.n > 0 || b.reset || b.gap || r->timeout_s == 0) {
-        handler_answer(out, &b, r->format, cors, h->counters);
+        handler_answer(h->cfg, out, &b, r->format, cors, h->counters);
     } else {
         /* "Latest" becomes a concrete cursor before parking, so that serving
          * the request again on a wake is always the same question. */
@@ -216,28 +361,6 @@ static handler_result handler_sub(handler *h, const request *r, buf *out, int64_
     }
     msglog_batch_free(&b);
     return res;
-}
-
-/* Constant-time comparison of a presented key with a configured one. */
-static int handler_key_equal(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char d = la != lb;
-    for (size_t i = 0; i < la && i < lb; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
-
-/* 0 if the publish is allowed, else the HTTP status to refuse it with. */
-static int handler_pub_auth(const handler *h, const request *r) {
-    config_policy p = config_policy_for(h->cfg, r->channel);
-    if (p.publish == POLICY_ANYONE)
-        return 0;
-    if (!r->bearer)
-        return 401;
-    for (int i = 0; i < h->cfg->npublish_keys; i++)
-        if (handler_key_equal(r->bearer, h->cfg->publish_keys[i]))
-            return 0;
-    return 403;
 }
 
 /* Stuck: the lock's holder has had it HANDLER_STALL_MS (0 = free). */
@@ -292,11 +415,34 @@ static int handler_append(handler *h, const msglog_entry *e, msglog_ack *ack) {
 static handler_result handler_pub(handler *h, const request *r, const void *body, size_t len,
                                   buf *out) {
     const char *cors = reply_cors(h->cfg, r->origin);
-    int deny = handler_pub_auth(h, r);
-    if (deny) {
-        reply_error(out, deny, cors, deny == 401 ? "unauthorized" : "forbidden",
-                    deny == 401 ? "this channel needs Authorization: Bearer <publish key>"
-                                : "the publish key is not valid for this channel", 0);
+    token_status why;
+    const char *denied;
+    int key;
+    handler_auth a = handler_access(h, r, 1, &why, &denied, &key);
+    if (a != AUTH_OK) {
+        handler_refuse(out, cors, a, why, denied, 1);
+        return HANDLER_DONE;
+    }
+    config_policy p = config_policy_for(h->cfg, r->channel);
+    if ((int64_t)len > p.max_body) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "the body exceeds this channel's max_body (%lld bytes)",
+                 (long long)p.max_body);
+        reply_error(out, 413, cors, "body_too_large", detail, 0);
+        return HANDLER_DONE;
+    }
+    /* The rate: per publish key, else per client, in each rule's own bucket. */
+    char bucket[REQUEST_CLIENT_MAX + 32];
+    int retry = 1;
+    if (key >= 0)
+        snprintf(bucket, sizeof bucket, "%d:k:%d", p.rule, key);
+    else
+        snprintf(bucket, sizeof bucket, "%d:a:%s", p.rule, r->client);
+    if (h->lim && guard_rate(h->lim, bucket, strlen(bucket), p.publish_rate_milli,
+                              p.publish_burst, &retry) == GUARD_REFUSED) {
+        atomic_fetch_add(&h->counters->refused, 1);
+        reply_error(out, 429, cors, "rate_limited",
+                    "too many publishes: this channel's publish_rate is exceeded", retry);
         return HANDLER_DONE;
     }
     if (r->content_type && jsonenc_type_is_json(r->content_type) && !jsonenc_valid(body, len)) {
@@ -359,7 +505,8 @@ static const struct {
     HC(answered, "answered", "holdfast_answers_total", "subscribe answers sent", 1),
     HC(timeouts, "timeouts", "holdfast_timeouts_total", "subscribe answers with no message", 1),
     HC(left, "left", "holdfast_left_total", "parked subscribers whose client left", 1),
-    HC(refused, "refused", "holdfast_refused_total", "503 answers of a full worker", 1),
+    HC(refused, "refused", "holdfast_refused_total",
+       "requests refused by a limit (503 full worker, 429 per client or rate)", 1),
 #undef HC
 };
 #define HANDLER_NCOUNTERS (sizeof handler_counter_defs / sizeof handler_counter_defs[0])

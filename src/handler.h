@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "jsonenc.h"
+#include "guard.h"
 #include "msglog.h"
 #include "request.h"
 #include "wake.h"
@@ -33,10 +34,13 @@ typedef struct {
     _Atomic int64_t answered;   /* subscribe answers sent */
     _Atomic int64_t timeouts;   /* subscribe answers with no message */
     _Atomic int64_t left;       /* parked subscribers whose client left */
-    _Atomic int64_t refused;    /* 503s for a full process */
+    _Atomic int64_t refused;    /* refused by a limit: 503 full, 429 client or rate */
 } handler_counters;
 
 typedef enum { HANDLER_DONE, HANDLER_PARK } handler_result;
+
+/* Retry-After of a 429 for a client at max_parked_per_client. */
+#define HANDLER_CLIENT_RETRY_S 5
 
 /* The counters living in a wake-file slot. */
 handler_counters *handler_counters_of(wake_slot *slot);
@@ -48,6 +52,7 @@ uint32_t handler_cumulative_mask(void);
 typedef struct {
     const config *cfg;
     handler_counters *counters;
+    guard *lim;      /* the process's shared abuse limits, NULL = none enforced */
     msglog *log;      /* NULL while the storage is unavailable */
     wake *wk;         /* NULL exactly when log is */
     dev_t dev;
@@ -70,8 +75,8 @@ request_limits handler_limits(const config *cfg);
 /* Set up h and open this thread's log connection and wake mapping: 0, or
  * a negative errno with the reason in err -- h is usable either way (see
  * above) and must be closed with handler_close(). */
-int handler_open(handler *h, const config *cfg, handler_counters *counters, char *err,
-                 size_t errlen);
+int handler_open(handler *h, const config *cfg, handler_counters *counters, guard *lim,
+                 char *err, size_t errlen);
 void handler_close(handler *h);
 
 /* 0 when the log and the wake file are open, trying to open them if they
@@ -100,7 +105,8 @@ void handler_count_answer(handler_counters *counters, const msglog_batch *b,
                           request_format fmt);
 
 /* Answer a subscribe from a batch already read (JSON or raw). */
-void handler_answer(buf *out, const msglog_batch *b, request_format fmt, const char *cors,
+void handler_answer(const config *cfg, buf *out, const msglog_batch *b, request_format fmt,
+                    const char *cors,
                     handler_counters *counters);
 
 #endif

@@ -638,8 +638,10 @@ int pool_run(const pool_options *o) {
     sigdelset(&wait_mask, SIGCHLD);
     pool_signals();
     p->self = getpid();
-    fprintf(stderr, "holdfast: serving %s on %s with %d workers\n", p->cfg->db,
-            p->listen_addr, p->cfg->workers);
+    char access[256];
+    fprintf(stderr, "holdfast: serving %s on %s with %d workers\nholdfast: %s\n", p->cfg->db,
+            p->listen_addr, p->cfg->workers,
+            config_publish_summary(p->cfg, access, sizeof access));
     p->gen = ++p->gens;
     pool_add_seats(p, p->gen, p->cfg->workers);
     while (!pool_stop) {

@@ -1,9 +1,16 @@
 /* reply.c -- status lines, headers and bodies of every holdfast answer.
  *
  * Every answer carries Cache-Control: no-store (a cached long-poll answer
- * would replay old messages), a Content-Length (no chunking needed by the
- * web server) and the CORS headers of the request's origin -- timeouts and
- * errors included, or a browser would hide them from the page. */
+ * would replay old messages), X-Content-Type-Options: nosniff, a
+ * Content-Length (no chunking needed by the web server) and the CORS
+ * headers of the request's origin -- timeouts and errors included, or a
+ * browser would hide them from the page.
+ *
+ * THE RAW RULE.  A message served as itself (format=raw) is the
+ * publisher's bytes in the site's origin, so it must never become a page:
+ * it is sent with Content-Security-Policy: sandbox, and as itself only
+ * when its type is valid and in raw_types; anything else is served as
+ * application/octet-stream, as an attachment, its type in Holdfast-Type. */
 #include "reply.h"
 
 #include <stdio.h>
@@ -31,12 +38,9 @@ const char *reply_reason(int status) {
 }
 
 const char *reply_cors(const config *cfg, const char *origin) {
-    for (int i = 0; i < cfg->ncors_origins; i++) {
-        if (!strcmp(cfg->cors_origins[i], "*"))
-            return "*";
-        if (origin && !strcmp(cfg->cors_origins[i], origin))
-            return cfg->cors_origins[i];
-    }
+    for (int i = 0; i < cfg->ncors_origins; i++)
+        if (!strcmp(cfg->cors_origins[i], "*") || (origin && !strcmp(cfg->cors_origins[i], origin)))
+            return cfg->cors_headers[i];
     return NULL;
 }
 
@@ -45,13 +49,9 @@ static void reply_head(buf *out, int status, const char *ctype, const char *cors
     buf_printf(out, "Status: %d %s\r\n", status, reply_reason(status));
     if (ctype)
         buf_printf(out, "Content-Type: %s\r\n", ctype);
-    buf_puts(out, "Cache-Control: no-store\r\n");
-    if (cors) {
-        buf_printf(out, "Access-Control-Allow-Origin: %s\r\n", cors);
-        buf_puts(out, "Access-Control-Expose-Headers: Holdfast-Id, Holdfast-Epoch, Retry-After\r\n");
-        if (strcmp(cors, "*"))
-            buf_puts(out, "Vary: Origin\r\n");
-    }
+    buf_puts(out, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+    if (cors)
+        buf_puts(out, cors);
 }
 
 /* Content-Length, the blank line and the body. */
@@ -96,7 +96,7 @@ void reply_json(buf *out, int status, const char *cors, const char *body, size_t
     reply_body(out, status, cors, "application/json", body, len);
 }
 
-void reply_raw(buf *out, const msglog_batch *b, const char *cors) {
+void reply_raw(buf *out, const msglog_batch *b, const char *cors, const config *cfg) {
     if (b->n == 0) {
         reply_head(out, 204, NULL, cors);
         buf_printf(out, "Holdfast-Cursor: %lld\r\nHoldfast-Epoch: %s\r\n\r\n",
@@ -104,7 +104,15 @@ void reply_raw(buf *out, const msglog_batch *b, const char *cors) {
         return;
     }
     const msglog_msg *m = &b->msgs[0];
-    reply_head(out, 200, m->type, cors);
+    int valid = m->type && msglog_type_valid(m->type);
+    int as_itself = valid && config_raw_type_allowed(cfg, m->type);
+    reply_head(out, 200, as_itself ? m->type : "application/octet-stream", cors);
+    buf_puts(out, "Content-Security-Policy: sandbox\r\n");
+    if (!as_itself) {
+        buf_puts(out, "Content-Disposition: attachment\r\n");
+        if (valid)
+            buf_printf(out, "Holdfast-Type: %s\r\n", m->type);
+    }
     buf_printf(out, "Holdfast-Id: %lld\r\nHoldfast-Epoch: %s\r\n", (long long)m->id, b->epoch);
     reply_finish(out, m->body, m->len);
 }

@@ -9,9 +9,10 @@
 #include "jsonenc.h"
 #include "msglog.h"
 
-/* The Access-Control-Allow-Origin value for a request's Origin: "*" when
- * cors_origin = * is configured, the origin itself when it is listed, NULL
- * otherwise.  The string returned lives in cfg (it outlives the request). */
+/* The CORS header lines for a request's Origin (Allow-Origin, Expose-Headers,
+ * Allow-Credentials when configured, Vary): those of cors_origin = * or of
+ * the origin when it is listed exactly, NULL otherwise.  The string
+ * returned lives in cfg (it outlives the request). */
 const char *reply_cors(const config *cfg, const char *origin);
 
 /* Encode a batch as the API's JSON object (shared by every waiter it
@@ -26,9 +27,10 @@ void reply_body(buf *out, int status, const char *cors, const char *ctype, const
 /* reply_body with application/json. */
 void reply_json(buf *out, int status, const char *cors, const char *body, size_t len);
 
-/* format=raw: the first message of b with its own type and Holdfast-Id, or
- * 204 when b has none. */
-void reply_raw(buf *out, const msglog_batch *b, const char *cors);
+/* format=raw: the first message of b with its Holdfast-Id, or 204 when b
+ * has none -- under THE RAW RULE (reply.c): as its own type only when that
+ * is in cfg's raw_types. */
+void reply_raw(buf *out, const msglog_batch *b, const char *cors, const config *cfg);
 
 /* {"error":..,"detail":..} with status; retry_after > 0 adds Retry-After. */
 void reply_error(buf *out, int status, const char *cors, const char *error,

@@ -7,6 +7,8 @@
  * timeout (capped, not refused: a client cannot know the server's cap),
  * a publish's Content-Type (400 bad_content_type: what msglog would refuse).
  * Unknown query parameters are ignored (cache busters such as `_=123`).
+ * Credentials are only found here (Authorization: Bearer, ?token=, the
+ * token cookie); handler.c decides what they grant.
  */
 #include "request.h"
 
@@ -202,12 +204,57 @@ static int request_known_param(const char *name, size_t n) {
     return 0;
 }
 
+/* Keep a presented token (value s[0..n), percent-decoded when `escaped`)
+ * unless one came from a stronger source already. */
+static void request_keep_token(request *r, const char *s, size_t n, int escaped,
+                               request_token_source from) {
+    size_t len;
+    if (r->token || r->token_over || n == 0)
+        return;
+    if (n > TOKEN_MAX * 3 ||
+        (escaped ? request_unescape(s, n, r->tokbuf, sizeof r->tokbuf, &len, 0)
+                 : (n > TOKEN_MAX ? -1 : (memcpy(r->tokbuf, s, n), r->tokbuf[n] = '\0', 0)))) {
+        r->token_over = 1; /* too long (or malformed): refused as a malformed token */
+        r->token_from = from;
+        return;
+    }
+    r->token = r->tokbuf;
+    r->token_from = from;
+}
+
+/* The value of cookie `name` in a Cookie header ("a=b; c=d"). */
+static const char *request_cookie(const char *h, const char *name, size_t *len) {
+    size_t n = strlen(name);
+    while (h && *h) {
+        while (*h == ' ' || *h == ';')
+            h++;
+        size_t item = strcspn(h, ";");
+        if (item > n && !strncmp(h, name, n) && h[n] == '=') {
+            *len = item - n - 1;
+            const char *v = h + n + 1;
+            if (*len >= 2 && v[0] == '"' && v[*len - 1] == '"') { /* a quoted value */
+                v++;
+                *len -= 2;
+            }
+            return v;
+        }
+        h += item;
+    }
+    return NULL;
+}
+
 static request_route request_query(request *r, const char *q, const request_limits *lim) {
     char name[32], val[64];
     while (q && *q) {
         size_t len = strcspn(q, "&"), nlen, vlen;
         const char *eq = memchr(q, '=', len);
         size_t klen = eq ? (size_t)(eq - q) : len;
+        if (klen == 5 && !memcmp(q, "token", 5)) {
+            if (eq)
+                request_keep_token(r, eq + 1, len - klen - 1, 1, REQUEST_TOKEN_QUERY);
+            q += len + (q[len] == '&');
+            continue;
+        }
         /* Names we know are short; a long, malformed or unknown one is not
          * ours (cache busters, tracking parameters) and is ignored. */
         if (request_unescape(q, klen, name, sizeof name, &nlen, 1) == 0 &&
@@ -254,12 +301,17 @@ static request_route request_sub(request *r, char *const *envp, const request_li
         return request_fail(r, 400, "bad_cursor", "Last-Event-ID must be a cursor", NULL);
     if (r->since >= 0)
         r->last = 0; /* an explicit cursor wins over the starting point */
+    if (lim->token_cookie && *lim->token_cookie && !r->token && !r->token_over) {
+        size_t n;
+        const char *v = request_cookie(request_param(envp, "HTTP_COOKIE"), lim->token_cookie, &n);
+        if (v)
+            request_keep_token(r, v, n, 0, REQUEST_TOKEN_COOKIE);
+    }
     return r->route;
 }
 
 static request_route request_pub(request *r, char *const *envp, const request_limits *lim) {
     const char *cl = request_param(envp, "CONTENT_LENGTH");
-    const char *auth = request_param(envp, "HTTP_AUTHORIZATION");
     r->content_type = request_param(envp, "CONTENT_TYPE");
     if (r->content_type && !*r->content_type)
         r->content_type = NULL;
@@ -273,8 +325,6 @@ static request_route request_pub(request *r, char *const *envp, const request_li
         return request_fail(r, 400, "bad_header", "Content-Length is not a number", NULL);
     if (r->content_length > lim->max_body)
         return request_fail(r, 413, "body_too_large", "the body exceeds max_body", NULL);
-    if (auth && !strncasecmp(auth, "Bearer ", 7))
-        r->bearer = auth + 7;
     if (request_token(r, "Idempotency-Key", &r->idem,
                       request_param(envp, "HTTP_IDEMPOTENCY_KEY")) == ROUTE_ERROR)
         return ROUTE_ERROR;
@@ -304,6 +354,28 @@ static request_route request_route_of(const char *p, size_t n, const char **arg,
     return ROUTE_ERROR;
 }
 
+/* The client: the last address in the trusted header when one is
+ * configured and present (a proxy appends the address it saw), else
+ * REMOTE_ADDR; "" when neither says. */
+static void request_client(request *r, char *const *envp, const request_limits *lim) {
+    const char *v = lim->client_param && *lim->client_param
+                        ? request_param(envp, lim->client_param) : NULL;
+    if (v) {
+        const char *comma = strrchr(v, ',');
+        v = comma ? comma + 1 : v;
+        while (*v == ' ' || *v == '\t')
+            v++;
+    }
+    if (!v || !*v)
+        v = request_param(envp, "REMOTE_ADDR");
+    size_t n = v ? strcspn(v, " \t") : 0;
+    if (n > REQUEST_CLIENT_MAX)
+        n = REQUEST_CLIENT_MAX;
+    memcpy(r->clientbuf, v ? v : "", n);
+    r->clientbuf[n] = '\0';
+    r->client = r->clientbuf;
+}
+
 request_route request_parse(request *r, char *const *envp, const request_limits *lim) {
     size_t plen, alen = 0;
     const char *arg = NULL;
@@ -313,6 +385,14 @@ request_route request_parse(request *r, char *const *envp, const request_limits 
     r->origin = request_param(envp, "HTTP_ORIGIN");
     if (!r->method)
         r->method = "GET";
+    request_client(r, envp, lim);
+    const char *auth = request_param(envp, "HTTP_AUTHORIZATION");
+    if (auth && !strncasecmp(auth, "Bearer ", 7)) {
+        r->bearer = auth + 7;
+        while (*r->bearer == ' ')
+            r->bearer++;
+        request_keep_token(r, r->bearer, strlen(r->bearer), 0, REQUEST_TOKEN_BEARER);
+    }
     const char *path = request_path(r, envp, &plen);
     r->route = request_route_of(path, plen, &arg, &alen);
     if (r->route == ROUTE_ERROR)

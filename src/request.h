@@ -11,9 +11,11 @@
 #include <stdint.h>
 
 #include "msglog.h"
+#include "token.h"
 
 #define REQUEST_MAX_CHANNELS 64
 #define REQUEST_TOKEN_MAX 200 /* idempotency key, compaction key */
+#define REQUEST_CLIENT_MAX 63 /* bytes of a client address kept */
 
 typedef enum {
     ROUTE_ERROR = 0,
@@ -34,7 +36,17 @@ typedef struct {
     int poll_timeout_s;     /* used when the request names none */
     int max_poll_timeout_s; /* cap */
     int batch_limit;        /* cap and default for ?limit= */
+    const char *token_cookie; /* cookie that may carry a token, NULL or "" = none */
+    const char *client_param; /* trusted header naming the client (HTTP_X_REAL_IP), or NULL */
 } request_limits;
+
+/* Where a subscribe's token came from. */
+typedef enum {
+    REQUEST_TOKEN_NONE = 0,
+    REQUEST_TOKEN_BEARER, /* Authorization: Bearer */
+    REQUEST_TOKEN_QUERY,  /* ?token= (EventSource cannot set headers) */
+    REQUEST_TOKEN_COOKIE  /* the cookie named token_cookie */
+} request_token_source;
 
 typedef struct {
     request_route route;
@@ -59,10 +71,17 @@ typedef struct {
     int64_t content_length;
     const char *idem;
     const char *key;
-    const char *bearer; /* Authorization: Bearer value, or NULL */
+    const char *bearer; /* Authorization: Bearer value, or NULL (every route) */
+    /* credentials of a subscribe: the bearer, else ?token=, else the cookie */
+    const char *token;  /* NUL-terminated, or NULL */
+    request_token_source token_from;
+    int token_over;     /* a token was presented but is longer than TOKEN_MAX */
+    char tokbuf[TOKEN_MAX + 1];
     /* every route */
     const char *method;
     const char *origin; /* Origin header, or NULL */
+    const char *client; /* the client's address (or the trusted header's), "" if unknown */
+    char clientbuf[REQUEST_CLIENT_MAX + 1];
     char pathbuf[1024]; /* the decoded path when PATH_INFO is absent */
 } request;
 

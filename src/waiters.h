@@ -13,6 +13,8 @@
 #include "buf.h"
 #include "msglog.h"
 
+#define WAITER_CLIENT_MAX 63 /* == REQUEST_CLIENT_MAX */
+
 typedef struct waiter waiter;
 typedef struct waiters_chan waiters_chan;
 
@@ -30,6 +32,7 @@ struct waiter {
     uint8_t nchannels;
     uint8_t state;       /* owner's: where the connection is in its life */
     uint8_t linger;      /* input may be left unread: drain before closing */
+    uint8_t counted;     /* counted against its client's cap (limits_park) */
     uint32_t mark;       /* dispatcher scratch: dedupe within one pass */
     size_t heap_idx;     /* position in the deadline heap */
     int64_t deadline_ms; /* monotonic clock: the poll's end, or the write's */
@@ -37,7 +40,8 @@ struct waiter {
     int64_t cursor;      /* nothing of these channels is unread at or below */
     char epoch[MSGLOG_EPOCH_LEN + 1];
     size_t limit;
-    const char *cors;    /* Access-Control-Allow-Origin value (config-owned) */
+    const char *cors;    /* CORS header lines (config-owned) */
+    char client[WAITER_CLIENT_MAX + 1]; /* the client's address, for limits_unpark */
     buf *pending;        /* the answer being written, once it is not parked */
     size_t pending_off;
     struct waiter *out_prev, *out_next; /* owner's list while reading/writing/draining */

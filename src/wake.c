@@ -17,13 +17,8 @@
  * inserting through the outbox view) are found by the caller's slow
  * PRAGMA data_version check instead.
  *
- * THE FILE.  Only a complete file ever appears at the path: it is made
- * under a temporary name beside it, allocated (posix_fallocate, so that no
- * page of the mapping can SIGBUS on a full filesystem), stamped, then
- * linked into place (whoever links first wins; the others use theirs).  A
- * file that is not exactly ours (older or newer version, wrong size,
- * foreign magic) is replaced by rename() under an flock of the stale file,
- * so that racing openers replace it once.  A process that mapped the old
+ * THE FILE is made and replaced by shmfile.c: only a complete file ever
+ * appears at the path, and a stale one is replaced once.  A process that mapped the old
  * file keeps that mapping: it no longer wakes or is woken through this
  * file, and still sees new rows through its data_version tick.
  *
@@ -52,6 +47,7 @@
 #endif
 
 #include "clock.h"
+#include "shmfile.h"
 
 #define WAKE_MAGIC 0x686f6c64u /* "hold" */
 #define WAKE_VERSION 3u        /* 3: fold mask and retired totals */
@@ -61,7 +57,6 @@
     ((off_t)((WAKE_SLOT_OFFSET + WAKE_SLOTS * sizeof(wake_slot) + WAKE_PAGE_BYTES - 1) / \
              WAKE_PAGE_BYTES * WAKE_PAGE_BYTES))
 #define WAKE_POLL_MS 5
-#define WAKE_OPEN_TRIES 16   /* rounds of "someone else changed the file" */
 #define WAKE_MASK_GIVEN 0x80000000u /* fold_mask: some process has set it */
 
 typedef struct {
@@ -88,127 +83,7 @@ struct wake {
     uint32_t watch_seen; /* the counter when the watcher was started */
 };
 
-/* 1 if the open file fd is a complete wake file of this version. */
-static int wake_file_ours(int fd, const struct stat *st) {
-    uint32_t h[2];
-    return st->st_size == WAKE_SIZE && pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h &&
-           h[0] == WAKE_MAGIC && h[1] == WAKE_VERSION;
-}
-
-/* Make a complete wake file under a temporary name beside path and put it
- * in place: link() when none exists (replace = 0; -EEXIST if another
- * process got there first), rename() over a stale one (replace = 1).
- * Returns the new file's fd, or -errno with err set. */
-static int wake_create(const char *path, int replace, char *err, size_t errlen) {
-    static _Atomic unsigned counter;
-    char tmp[PATH_MAX];
-    int fd = -1, rc;
-    for (int i = 0; i < 100 && fd < 0; i++) {
-        if (snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(),
-                     atomic_fetch_add(&counter, 1)) >= (int)sizeof tmp) {
-            snprintf(err, errlen, "path too long: %s", path);
-            return -ENAMETOOLONG;
-        }
-        fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0 && errno != EEXIST) /* EEXIST: left by a dead process of our pid */
-            break;
-    }
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot create wake file %s: %s", path, strerror(e));
-        return -e;
-    }
-    /* Allocate every page now, while failing is still clean. */
-    if ((rc = posix_fallocate(fd, 0, WAKE_SIZE)) != 0) {
-        snprintf(err, errlen, "cannot allocate wake file %s: %s", path, strerror(rc));
-        goto fail;
-    }
-    uint32_t h[2] = {WAKE_MAGIC, WAKE_VERSION};
-    if (pwrite(fd, h, sizeof h, 0) != (ssize_t)sizeof h) {
-        rc = errno ? errno : EIO;
-        snprintf(err, errlen, "cannot write wake file %s: %s", path, strerror(rc));
-        goto fail;
-    }
-    if (replace) {
-        rc = rename(tmp, path) == 0 ? 0 : errno;
-    } else {
-        rc = link(tmp, path) == 0 ? 0 : errno;
-#ifdef RENAME_NOREPLACE
-        if (rc == EPERM || rc == ENOTSUP || rc == ENOSYS) /* no hard links here */
-            rc = renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0 ? 0 : errno;
-#endif
-        unlink(tmp); /* after link; a no-op after renameat2 */
-    }
-    if (rc == 0)
-        return fd;
-    if (rc != EEXIST)
-        snprintf(err, errlen, "cannot put wake file %s in place: %s", path, strerror(rc));
-fail:
-    unlink(tmp);
-    close(fd);
-    return -rc;
-}
-
-/* An fd on a complete wake file at path, making or replacing it if needed. */
-static int wake_open_file(const char *path, char *err, size_t errlen) {
-    for (int round = 0; round < WAKE_OPEN_TRIES; round++) {
-        struct stat st, now;
-        int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
-        if (fd < 0 && errno == ENOENT) {
-            fd = wake_create(path, 0, err, errlen);
-            if (fd == -EEXIST)
-                continue; /* another process made it: use theirs */
-            return fd;
-        }
-        if (fd < 0 || fstat(fd, &st) != 0) {
-            int e = errno;
-            snprintf(err, errlen, "cannot open wake file %s: %s", path, strerror(e));
-            if (fd >= 0)
-                close(fd);
-            return -e;
-        }
-        if (!S_ISREG(st.st_mode)) {
-            close(fd);
-            snprintf(err, errlen, "%s is not a regular file (holdfast's wake file goes there)",
-                     path);
-            return -EINVAL;
-        }
-        if (wake_file_ours(fd, &st)) {
-            /* Ours, but maybe copied sparse: allocate its holes in place
-             * (fallocate, never glibc's emulation, which would write over
-             * live counters).  A filesystem that cannot do it is let be. */
-            if (st.st_blocks * 512 < WAKE_SIZE && fallocate(fd, 0, 0, WAKE_SIZE) != 0 &&
-                errno != EOPNOTSUPP && errno != ENOSYS) {
-                int e = errno;
-                close(fd);
-                snprintf(err, errlen, "cannot allocate wake file %s: %s", path, strerror(e));
-                return -e;
-            }
-            return fd;
-        }
-        /* Stale.  Whoever holds its lock replaces it; the others find a new
-         * file at the path when they get the lock, and start over. */
-        int locked;
-        while ((locked = flock(fd, LOCK_EX)) != 0 && errno == EINTR)
-            ;
-        if (locked != 0) {
-            int e = errno;
-            close(fd);
-            snprintf(err, errlen, "cannot lock wake file %s: %s", path, strerror(e));
-            return -e;
-        }
-        if (stat(path, &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino ||
-            fstat(fd, &st) != 0 || wake_file_ours(fd, &st)) {
-            close(fd); /* replaced (or removed) meanwhile */
-            continue;
-        }
-        int nfd = wake_create(path, 1, err, errlen);
-        close(fd); /* and its lock */
-        return nfd;
-    }
-    snprintf(err, errlen, "cannot open wake file %s: it keeps being replaced", path);
-    return -EAGAIN;
-}
+static const shmfile_kind wake_kind = {"wake", WAKE_MAGIC, WAKE_VERSION, WAKE_SIZE};
 
 int wake_open(wake **out, const char *db_path, char *err, size_t errlen) {
     char path[PATH_MAX];
@@ -217,7 +92,7 @@ int wake_open(wake **out, const char *db_path, char *err, size_t errlen) {
         snprintf(err, errlen, "path too long: %s", db_path);
         return -ENAMETOOLONG;
     }
-    int fd = wake_open_file(path, err, errlen);
+    int fd = shmfile_open(path, &wake_kind, err, errlen);
     if (fd < 0)
         return fd;
     void *p = mmap(NULL, (size_t)WAKE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

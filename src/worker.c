@@ -107,6 +107,14 @@ static void worker_efd_kick(int fd) {
         perror("holdfast: eventfd");
 }
 
+/* A parked waiter stops being one: the one place both counts drop. */
+static void worker_unpark(worker *wk, waiter *w) {
+    atomic_fetch_sub(&wk->counters->parked, 1);
+    if (w->counted && wk->h.lim)
+        guard_unpark(wk->h.lim, w->client, strlen(w->client));
+    w->counted = 0;
+}
+
 /* ---- connections that are not parked --------------------------------------- */
 
 /* Where a connection the dispatcher holds is in its life (waiter.state). */
@@ -278,14 +286,14 @@ static void worker_expire_out(worker *wk, int64_t now) {
 /* Take w out of the registry and answer it with resp. */
 static void worker_finish(worker *wk, waiter *w, const buf *resp) {
     waiters_remove(wk->ws, w);
-    atomic_fetch_sub(&wk->counters->parked, 1);
+    worker_unpark(wk, w);
     worker_send(wk, w, resp);
 }
 
 /* The client left while parked (or its connection failed). */
 static void worker_left(worker *wk, waiter *w) {
     waiters_remove(wk->ws, w);
-    atomic_fetch_sub(&wk->counters->parked, 1);
+    worker_unpark(wk, w);
     atomic_fetch_add(&wk->counters->left, 1);
     worker_drop(wk, w);
 }
@@ -300,7 +308,8 @@ static void worker_expire(worker *wk, waiter *w) {
     b.head = b.cursor;
     memcpy(b.epoch, w->epoch, sizeof b.epoch);
     buf_reset(&wk->resp);
-    handler_answer(&wk->resp, &b, (request_format)w->format, w->cors, wk->counters);
+    handler_answer(wk->cfg, &wk->resp, &b, (request_format)w->format, w->cors,
+                   wk->counters);
     worker_finish(wk, w, &wk->resp);
 }
 
@@ -394,7 +403,7 @@ static void worker_answer_group(worker *wk, waiter **g, size_t k) {
         if (shared)
             reply_json(&wk->resp, 200, g[i]->cors, wk->body.p, wk->body.len);
         else
-            reply_raw(&wk->resp, &b, g[i]->cors);
+            reply_raw(&wk->resp, &b, g[i]->cors, wk->cfg);
         handler_count_answer(wk->counters, &b, (request_format)g[i]->format);
         worker_finish(wk, g[i], &wk->resp);
     }
@@ -446,7 +455,7 @@ static void worker_register(worker *wk, waiter *w) {
     w->seq = ++wk->seq;
     if (epoll_ctl(wk->epfd, EPOLL_CTL_ADD, w->fd, &ev) != 0) {
         if (parked)
-            atomic_fetch_sub(&wk->counters->parked, 1);
+            worker_unpark(wk, w);
         close(w->fd);
         if (w->pending)
             buf_free(w->pending);
@@ -465,7 +474,7 @@ static void worker_register(worker *wk, waiter *w) {
     if (waiters_add(wk->ws, w) != 0) {
         buf_reset(&wk->resp);
         reply_error(&wk->resp, 503, w->cors, "unavailable", "out of memory", 1);
-        atomic_fetch_sub(&wk->counters->parked, 1);
+        worker_unpark(wk, w);
         worker_send(wk, w, &wk->resp);
         return;
     }
@@ -511,17 +520,26 @@ static int worker_enqueue(worker *wk, waiter *w) {
     return 0;
 }
 
-int worker_park(worker *wk, waiter *w) {
+worker_park_result worker_park(worker *wk, waiter *w) {
     if (atomic_fetch_add(&wk->counters->parked, 1) >= wk->cfg->max_parked) {
         atomic_fetch_sub(&wk->counters->parked, 1);
         atomic_fetch_add(&wk->counters->refused, 1);
-        return -EAGAIN;
+        return WORKER_PARK_FULL;
+    }
+    if (wk->h.lim && *w->client) {
+        if (guard_park(wk->h.lim, w->client, strlen(w->client),
+                        wk->cfg->max_parked_per_client) == GUARD_REFUSED) {
+            atomic_fetch_sub(&wk->counters->parked, 1);
+            atomic_fetch_add(&wk->counters->refused, 1);
+            return WORKER_PARK_CLIENT;
+        }
+        w->counted = 1;
     }
     w->state = WORKER_PARKED;
     if (worker_enqueue(wk, w) == 0)
-        return 0;
-    atomic_fetch_sub(&wk->counters->parked, 1);
-    return -EAGAIN;
+        return WORKER_PARK_OK;
+    worker_unpark(wk, w);
+    return WORKER_PARK_FULL;
 }
 
 int worker_read(worker *wk, waiter *w) {
@@ -628,7 +646,7 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-int worker_start(worker **out, const config *cfg, handler_counters *counters,
+int worker_start(worker **out, const config *cfg, handler_counters *counters, guard *lim,
                  const worker_front *front, char *err, size_t errlen) {
     worker *wk = calloc(1, sizeof *wk);
     *out = NULL;
@@ -642,7 +660,7 @@ int worker_start(worker **out, const config *cfg, handler_counters *counters,
     wk->epfd = wk->queue_efd = wk->wake_efd = wk->stop_efd = -1;
     pthread_mutex_init(&wk->lock, NULL);
     int rc;
-    if (handler_open(&wk->h, cfg, counters, err, errlen) != 0)
+    if (handler_open(&wk->h, cfg, counters, lim, err, errlen) != 0)
         fprintf(stderr, "holdfast[%d]: %s (answering 503 until it can be opened)\n",
                 (int)getpid(), err);
     wk->ws = waiters_new();
@@ -692,7 +710,7 @@ void worker_stop(worker *wk) {
             continue;
         }
         if (w->state == WORKER_PARKED)
-            atomic_fetch_sub(&wk->counters->parked, 1);
+            worker_unpark(wk, w);
         worker_drop(wk, w);
     }
     while (wk->reading.head)

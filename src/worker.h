@@ -37,13 +37,20 @@ typedef struct {
 /* Start the dispatcher (front is copied); 0, or a negative errno with the
  * reason in err.  Storage that cannot be opened is not an error (see
  * worker.c, STORAGE). */
-int worker_start(worker **out, const config *cfg, handler_counters *counters,
+int worker_start(worker **out, const config *cfg, handler_counters *counters, guard *lim,
                  const worker_front *front, char *err, size_t errlen);
 
+/* What worker_park() did. */
+typedef enum {
+    WORKER_PARK_OK = 0,  /* the dispatcher owns w */
+    WORKER_PARK_FULL,    /* the process holds max_parked (or memory ran out): 503 */
+    WORKER_PARK_CLIENT   /* w's client holds max_parked_per_client everywhere: 429 */
+} worker_park_result;
+
 /* Hand a parked subscriber to the dispatcher, which owns it from now on
- * (fd included).  -EAGAIN when the process already holds max_parked: the
- * caller still owns w and answers 503. */
-int worker_park(worker *wk, waiter *w);
+ * (fd included), counting it against w->client's cap.  On a refusal the
+ * caller still owns w and answers it. */
+worker_park_result worker_park(worker *wk, waiter *w);
 
 /* Hand over a non-blocking connection to finish: w->pending (framed for
  * the wire) is written from w->pending_off on, then the connection is

@@ -279,9 +279,15 @@ START_TEST(test_policy_for_picks_first_matching_pattern)
 
     config open;
     config_defaults(&open);
-    p = config_policy_for(&open, "news"); /* no keys at all: publishing is open */
-    ck_assert_int_eq(p.publish, POLICY_ANYONE);
+    p = config_policy_for(&open, "news"); /* no keys at all: publishing is closed */
+    ck_assert_int_eq(p.publish, POLICY_KEY);
+    ck_assert(config_publish_closed(&open));
     ck_assert_int_eq(p.subscribe, POLICY_ANYONE);
+    char *const envp[] = {"HOLDFAST_PUBLISH=anyone", NULL};
+    char err[256];
+    ck_assert_int_eq(config_apply_env(&open, envp, err, sizeof err), 0);
+    ck_assert_int_eq(config_policy_for(&open, "news").publish, POLICY_ANYONE);
+    ck_assert(!config_publish_closed(&open));
 }
 END_TEST
 
@@ -305,14 +311,41 @@ START_TEST(test_section_without_publish_rule_requires_key_set_by_environment)
 }
 END_TEST
 
-START_TEST(test_subscribe_token_is_refused_until_supported)
+START_TEST(test_token_rules_need_a_secret)
 {
     config c;
     char err[1024] = "";
     config_defaults(&c);
-    ck_assert_int_ne(config_parse(&c, "t.conf", "[channel x]\nsubscribe = token\n", err,
-                                  sizeof err), 0);
-    ck_assert_msg(strstr(err, "t.conf:2:") != NULL, "error '%s' has no line", err);
+    parse_ok(&c, "[channel x]\nsubscribe = token\npublish = token\nmax_body = 1k\n"
+                 "publish_rate = 30/m\npublish_burst = 5\n");
+    ck_assert_int_eq(c.policies[0].subscribe, POLICY_TOKEN);
+    ck_assert_int_lt(config_check(&c, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "token_secret") && strstr(err, "[channel x]"), "%s", err);
+    config_policy p = config_policy_for(&c, "x");
+    ck_assert_int_eq(p.max_body, 1024);
+    ck_assert_int_eq(p.publish_rate_milli, 500);
+    ck_assert_int_eq(p.publish_burst, 5);
+    ck_assert_int_eq(p.rule, 1);
+    ck_assert_int_eq(config_policy_for(&c, "y").rule, 0);
+    char *const envp[] = {"HOLDFAST_TOKEN_SECRET=0123456789abcdef0123456789abcdef", NULL};
+    ck_assert_int_eq(config_apply_env(&c, envp, err, sizeof err), 0);
+    ck_assert_int_eq(config_check(&c, err, sizeof err), 0);
+    /* Bad values name their line. */
+    parse_fails_at("token_secret = too-short\n", 1);
+    parse_fails_at("\ntoken_algorithms = HS256 RS256\n", 2);
+    parse_fails_at("[channel x]\nsubscribe = key\n", 2);
+    parse_fails_at("[channel x]\npublish_rate = 1/h\n", 2);
+    parse_fails_at("client_header = X Real IP\n", 1);
+    parse_fails_at("raw_types = text/html;charset=utf-8\n", 1);
+    parse_fails_at("cors_credentials = maybe\n", 1);
+    config_defaults(&c);
+    parse_ok(&c, "cors_origin = *\ncors_credentials = on\n");
+    ck_assert_int_lt(config_check(&c, err, sizeof err), 0);
+    config_defaults(&c);
+    parse_ok(&c, "raw_types = text/html\nraw_types = image/svg+xml\n");
+    ck_assert_int_eq(c.nraw_types, 2);
+    ck_assert(config_raw_type_allowed(&c, "text/HTML; charset=utf-8"));
+    ck_assert(!config_raw_type_allowed(&c, "text/plain"));
 }
 END_TEST
 
@@ -399,7 +432,7 @@ Suite *config_suite(void)
     tc = tu_tcase(s, "env", 0);
     tcase_add_test(tc, test_env_overrides_file_and_ignores_other_variables);
     tcase_add_test(tc, test_env_bad_value_is_an_error_naming_the_variable);
-    tcase_add_test(tc, test_subscribe_token_is_refused_until_supported);
+    tcase_add_test(tc, test_token_rules_need_a_secret);
     tcase_add_test(tc, test_load_explicit_file_then_environment);
     tcase_add_test(tc, test_load_missing_explicit_file_is_an_error);
     tcase_add_test(tc, test_load_finds_file_beside_binary_unless_holdfast_config_set);

@@ -22,6 +22,8 @@ int main(void)
     srunner_add_suite(sr, fcgiclient_suite());
     srunner_add_suite(sr, lpload_suite());
     srunner_add_suite(sr, fcgi_proto_suite());
+    srunner_add_suite(sr, token_suite());
+    srunner_add_suite(sr, guard_suite());
     tu_session_begin();
     srunner_run_all(sr, CK_ENV);
     tu_session_end();

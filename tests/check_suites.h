@@ -15,5 +15,7 @@ Suite *waiters_suite(void);
 Suite *fcgiclient_suite(void);
 Suite *lpload_suite(void);
 Suite *fcgi_proto_suite(void);
+Suite *token_suite(void);
+Suite *guard_suite(void);
 
 #endif

@@ -303,9 +303,10 @@ class FcgiConn:
     are spread over every worker (4 accepting threads each by default)."""
 
     def __init__(self, addr, method, path, query='', headers=None, body=b'', reqid=1,
-                 connect_timeout=10, send=True):
+                 connect_timeout=10, send=True, extra=None):
         self.sock = fcgi_connect(addr, connect_timeout)
-        self.data = fcgi_encode_request(method, path, query, headers, body, reqid)
+        self.data = fcgi_encode_request(method, path, query, headers, body, reqid,
+                                        extra=extra)
         self.parser = FcgiParser()
         self.closed_early = False
         self.answer = None
@@ -323,13 +324,14 @@ class FcgiConn:
             self.sock = None
 
 
-def park_many(addr, n, path, query='', headers=None, spread=False):
+def park_many(addr, n, path, query='', headers=None, spread=False, extra=None):
     """n GET requests on n connections, not waiting for answers. spread=True
     connects all first and sends after a pause (see FcgiConn)."""
     conns = []
     try:
         for _ in range(n):
-            conns.append(FcgiConn(addr, 'GET', path, query, headers, send=not spread))
+            conns.append(FcgiConn(addr, 'GET', path, query, headers, send=not spread,
+                                  extra=extra))
         if spread:
             time.sleep(0.1)
             for c in conns:
@@ -492,12 +494,36 @@ def publish_cli(db, channel, data, extra_args=(), env=None, timeout=20):
     return int(r.stdout.decode().strip().splitlines()[-1])
 
 
-def write_config(path, settings):
-    """settings: dict (key = value lines) or a string."""
+def settles_publishing(text):
+    """True when settings text says who may publish (a publish_key or a
+    top-level publish rule)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith('['):
+            break
+        key = line.split('=', 1)[0].strip()
+        if key in ('publish', 'publish_key'):
+            return True
+    return False
+
+
+def open_publishing(text):
+    """Tests about something else than access publish without a key, as
+    before publishing was closed by default: settings that do not say who
+    may publish get `publish = anyone` (the security tests pass closed=True
+    to keep the default)."""
+    return text if settles_publishing(text) else 'publish = anyone\n' + text
+
+
+def write_config(path, settings, closed=False):
+    """settings: dict (key = value lines) or a string; open_publishing()
+    applies unless closed."""
     if isinstance(settings, dict):
         text = ''.join('%s = %s\n' % (k, v) for k, v in settings.items())
     else:
         text = settings
+    if not closed:
+        text = open_publishing(text)
     with open(path, 'w') as f:
         f.write(text)
     return path
@@ -539,7 +565,7 @@ class HoldfastServer(TrackedServer):
     """`holdfast serve` on a unix socket in a directory of its own."""
 
     def __init__(self, tmpdir, workers=1, config=None, db=None, threads=None, env=None,
-                 listen=None):
+                 listen=None, closed=False):
         self.dir = tmpdir
         self.db = db or os.path.join(tmpdir, 'hf.db')
         self.sock = os.path.join(tmpdir, 'hf.sock')
@@ -547,8 +573,11 @@ class HoldfastServer(TrackedServer):
         self.workers = workers
         self.threads = threads
         self.config_path = os.path.join(tmpdir, 'holdfast.conf')
-        write_config(self.config_path, config or '')
-        self.env = clean_env(**(env or {}))
+        env = env or {}
+        if any(k in env for k in ('HOLDFAST_PUBLISH', 'HOLDFAST_PUBLISH_KEY')):
+            closed = True  # the environment says who may publish
+        write_config(self.config_path, config or '', closed=closed)
+        self.env = clean_env(**env)
         self.proc = None
         self.log_path = os.path.join(tmpdir, 'serve.log')
         self.known_pids = set()
@@ -627,6 +656,19 @@ class HoldfastServer(TrackedServer):
         self.log.close()
 
 
+def open_env(env, config_path=None):
+    """open_publishing() for settings from the environment: HOLDFAST_PUBLISH
+    = anyone unless the environment or the config file says who may publish."""
+    if any(k in env for k in ('HOLDFAST_PUBLISH', 'HOLDFAST_PUBLISH_KEY')):
+        return env
+    if config_path and os.path.exists(config_path):
+        with open(config_path) as f:
+            if settles_publishing(f.read()):
+                return env
+    env['HOLDFAST_PUBLISH'] = 'anyone'
+    return env
+
+
 def run_cgi(env_vars, body=b'', timeout=20, db=None, config_path=None):
     """Run holdfast as a CGI program (stdin a pipe, not a socket).
 
@@ -637,6 +679,7 @@ def run_cgi(env_vars, body=b'', timeout=20, db=None, config_path=None):
         env['HOLDFAST_DB'] = db
     if config_path:
         env['HOLDFAST_CONFIG'] = config_path
+    open_env(env, config_path)
     if body or env.get('REQUEST_METHOD') in ('POST', 'PUT'):
         env.setdefault('CONTENT_LENGTH', str(len(body)))
     r = subprocess.run([holdfast_bin()], env=env, input=body, capture_output=True,
@@ -652,6 +695,7 @@ def cgi_popen(env_vars, db=None, config_path=None):
         env['HOLDFAST_DB'] = db
     if config_path:
         env['HOLDFAST_CONFIG'] = config_path
+    open_env(env, config_path)
     p = subprocess.Popen([holdfast_bin()], env=env, stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     track([p.pid])
@@ -710,6 +754,7 @@ class Lighttpd(TrackedServer):
         ]
         envs = {'HOLDFAST_DB': self.db, 'HOLDFAST_CONFIG': os.path.join(self.dir, 'empty.conf')}
         envs.update(self.hf_env)
+        open_env(envs)
         with open(envs['HOLDFAST_CONFIG'], 'a'):
             pass
         env_list = ', '.join('%s => %s' % (lstr(k), lstr(v)) for k, v in envs.items())
