@@ -6,7 +6,10 @@
 # either server dies).
 #   PORT=8080 (default)  HOLDFAST_WORKERS=2 (default)
 # Everything it writes is under var/: demo.db (the log), holdfast.conf,
-# lighttpd.conf, holdfast.sock and the logs.
+# lighttpd.conf, holdfast.sock, the logs, and publish.key: the demo's
+# publish key (made once, random), which the dashboard publisher sends.
+# Only the chat channels (chat.*) are open to anyone, with their own size
+# and rate limits; every other channel needs the key.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 port=${PORT:-8080}
@@ -36,14 +39,26 @@ make -s -j"$(nproc 2>/dev/null || echo 2)" -C "$bdir" holdfast >/dev/null || {
   echo "building holdfast failed: make -C $bdir holdfast" >&2; exit 1; }
 
 mkdir -p "$var"
-cat >"$var/holdfast.conf" <<CONF
+if [ ! -s "$var/publish.key" ]; then
+  (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$var/publish.key")
+fi
+key=$(cat "$var/publish.key")
+(umask 077 && cat >"$var/holdfast.conf" <<CONF
 db = $var/demo.db
 listen = unix:$var/holdfast.sock
 workers = ${HOLDFAST_WORKERS:-2}
 poll_timeout = 25
+publish_key = $key
+# The chat demo publishes from the browser: open, but small and slow.
+[channel chat.*]
+publish = anyone
+max_body = 4k
+publish_rate = 5
+publish_burst = 20
 [channel metrics.*]
 retain_messages = 500
 CONF
+)
 cat >"$var/lighttpd.conf" <<CONF
 server.modules = ("mod_fastcgi")
 server.document-root = "$top/www"
@@ -135,11 +150,13 @@ until curl -fso /dev/null --max-time 2 "http://127.0.0.1:$port/lp/health"; do
   i=$((i + 1))
 done
 # Live values for the dashboard demo (metrics.demo, one per key).
-sh deploy/dashboard-publisher.sh -u "http://127.0.0.1:$port/lp" 2>>"$var/publisher.log" >/dev/null &
+HOLDFAST_PUBLISH_KEY=$key sh deploy/dashboard-publisher.sh -u "http://127.0.0.1:$port/lp" \
+  2>>"$var/publisher.log" >/dev/null &
 pub=$!
 echo "holdfast demo: http://127.0.0.1:$port/   (API under http://127.0.0.1:$port/lp/)"
 echo "chat: http://127.0.0.1:$port/chat.html   dashboard: http://127.0.0.1:$port/dashboard.html"
-echo "publish:  curl -d 'hello' http://127.0.0.1:$port/lp/pub/demo"
+echo "publish:  curl -H \"Authorization: Bearer \$(cat $var/publish.key)\" -d hello http://127.0.0.1:$port/lp/pub/demo"
+echo "          (chat.* is open to anyone: curl -d hello http://127.0.0.1:$port/lp/pub/chat.lobby)"
 echo "log: $var/demo.db; server logs in $var/; Ctrl-C stops."
 # Wait until interrupted, or until one of the servers dies.
 while alive "$hf" && alive "$lt"; do

@@ -11,9 +11,9 @@
 #          mod_proxy_fcgi, mod_cgi/mod_cgid and mod_setenvif, mod_fcgid is
 #          libapache2-mod-fcgid, nginx-light has the FastCGI module
 set -eu
-build="autoconf automake libtool pkg-config make gcc libfcgi-dev libsqlite3-dev libjansson-dev sqlite3"
+build="autoconf automake libtool pkg-config make gcc libfcgi-dev libsqlite3-dev libjansson-dev libssl-dev sqlite3"
 demo="lighttpd curl"
-test="check valgrind clang libclang-rt-14-dev lighttpd nginx-light apache2 libapache2-mod-fcgid curl python3 chromium"
+test="check valgrind clang libclang-rt-14-dev lighttpd nginx-light apache2 libapache2-mod-fcgid curl python3 php-cli chromium"
 case "${1:-all}" in
   build) want=$build ;;
   demo) want="$build $demo" ;;
