@@ -27,6 +27,10 @@ listen = unix:$dir/holdfast.sock
 workers = 1
 max_parked = 20000
 retain_messages = 100000
+# the bench's clients are all 127.0.0.1: no per-client or publish rate limit
+publish = anyone
+max_parked_per_client = 0
+publish_rate = 0
 CONF
 ${HOLDFAST_WRAP:-} "$b/holdfast" serve --config "$dir/holdfast.conf" 2>"$dir/holdfast.log" &
 serve=$!

@@ -288,12 +288,13 @@ class DeliveryTest(HoldfastTest):
         # a parked raw subscriber is woken with the message itself
         c = self.conn(self.srv.addr, '/sub/news', 'since=%d&timeout=10&format=raw' % head)
         self.wait_parked(1)
-        m3 = self.pub('news', 'raw body', {'Content-Type': 'text/x-raw'})
+        m3 = self.pub('news', 'raw body', {'Content-Type': 'application/x-ndjson'})
         self.pub('news', 'and another')
         [a] = collect([c], 5)
         self.assertIsNotNone(a)
         self.assertEqual((a[0], a[2], a[1].get('holdfast-id'), a[1].get('content-type')),
-                         (200, b'raw body', str(m3), 'text/x-raw'))
+                         (200, b'raw body', str(m3), 'application/x-ndjson'))
+        self.assertEqual(a[1].get('content-security-policy'), 'sandbox')
         # raw with a message: its own body, type and id
         st, h, b = self.get('/sub/news', 'since=%d&timeout=1&format=raw' % (head - 1))
         self.assertEqual((st, b, h.get('holdfast-id')), (200, b'b', str(head)))

@@ -408,7 +408,8 @@ class FullDiskTest(PoolTestBase):
 
     @staticmethod
     def fill(d):
-        with open(os.path.join(d, 'filler'), 'wb') as f:
+        # Unbuffered: a failed write leaves nothing for close() to retry.
+        with open(os.path.join(d, 'filler'), 'wb', buffering=0) as f:
             try:
                 for _ in range(1 << 16):  # bounded: 1 GiB at most
                     f.write(b'\0' * 16384)

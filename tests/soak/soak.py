@@ -643,7 +643,9 @@ def make_target(args, root):
         dep.setup()
         with open(dep.p('conf', 'holdfast.conf'), 'a') as f:
             f.write('\n# soak: a short retention so that a lagging client meets a gap\n'
-                    'retain_messages = %d\n' % args.retain)
+                    'retain_messages = %d\n'
+                    '# soak: every client is 127.0.0.1 and publishes as fast as answered\n'
+                    'max_parked_per_client = 0\npublish_rate = 0\n' % args.retain)
         t = NginxTarget(dep, args)
     else:
         dep = dt.ApacheFcgidVhost(root, args.bin)
@@ -654,7 +656,10 @@ def make_target(args, root):
             text = f.read()
         text = text.replace('</VirtualHost>',
                             '    # soak: a short retention so that a lagging client meets a gap\n'
-                            '    FcgidInitialEnv HOLDFAST_RETAIN_MESSAGES %d\n</VirtualHost>'
+                            '    FcgidInitialEnv HOLDFAST_RETAIN_MESSAGES %d\n'
+                            '    # soak: every client is 127.0.0.1 and publishes as fast as answered\n'
+                            '    FcgidInitialEnv HOLDFAST_MAX_PARKED_PER_CLIENT 0\n'
+                            '    FcgidInitialEnv HOLDFAST_PUBLISH_RATE 0\n</VirtualHost>'
                             % args.retain)
         with open(vhost, 'w') as f:
             f.write(text)
