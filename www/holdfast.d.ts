@@ -79,8 +79,13 @@ export interface SubscribeOptions<T = unknown> {
   /** Back-off after failures: first wait ~base ms (default 500), at most max (30000). */
   backoffBase?: number;
   backoffMax?: number;
-  /** Extra request headers (e.g. Authorization for signed subscriptions). */
+  /** Extra request headers. */
   headers?: Record<string, string>;
+  /** Sent as Authorization: Bearer: a signed subscribe token for
+   *  `subscribe = token` channels.  A function is asked before every request
+   *  (so it can return a fresh token), and a 401 answer is then retried with
+   *  back-off instead of stopping the subscription. */
+  token?: string | (() => string | Promise<string>);
   credentials?: RequestCredentials;
   /** Injection points (tests, other runtimes). */
   fetch?: typeof fetch;
@@ -107,8 +112,12 @@ export interface PublishOptions {
   type?: string;
   /** Holdfast-Key: this message is the latest value of `key`. */
   key?: string;
-  /** Extra headers, e.g. { Authorization: 'Bearer KEY' }. */
+  /** Extra headers. */
   headers?: Record<string, string>;
+  /** Sent as Authorization: Bearer: the publish key, or a token whose
+   *  holdfast.publish list grants the channel.  A function is asked before
+   *  every attempt. */
+  token?: string | (() => string | Promise<string>);
   /** Retries after network errors, 5xx, 408 and 429 (default 3). */
   retries?: number;
   backoffBase?: number;

@@ -320,11 +320,12 @@ class Subscription {
     const holdMs = (this.probe ? 0 : this.timeout) * 1000;
     const watchdog = setTimeout(() => ctl.abort(), holdMs + 15000);
     try {
+      const headers = await requestHeaders(this.opts, {});
       const res = await this.fetch(this._url(), {
         signal: ctl.signal,
         cache: 'no-store',
         credentials: this.opts.credentials || 'same-origin',
-        headers: this.opts.headers || {},
+        headers,
       });
       if (!res.ok) throw await httpError(res);
       return checkAnswer(await res.json());
@@ -366,7 +367,11 @@ class Subscription {
 
   /** After a failed request: stop on a request error, else wait (or not). */
   async _failed(err) {
-    if (err.status >= 400 && err.status < 500 && !RETRY_STATUSES.includes(err.status)) {
+    // A 401 with a token function is an expired (or rotated) token: ask for
+    // a fresh one after the usual back-off.  Other 4xx answers are final.
+    const refresh = err.status === 401 && typeof this.opts.token === 'function';
+    if (err.status >= 400 && err.status < 500 && !RETRY_STATUSES.includes(err.status) &&
+        !refresh) {
       this._finish({ error: err });
       return;
     }
@@ -412,6 +417,16 @@ function checkAnswer(a) {
 
 // ---- publish --------------------------------------------------------------
 
+/** The headers of one request: options.headers, plus Authorization: Bearer
+ *  when options.token gives one (a string, or a function returning one or a
+ *  promise of one: it is asked again before every request, so a page can
+ *  hand out a fresh token when the old one expires). */
+async function requestHeaders(opts, base) {
+  const token = typeof opts.token === 'function' ? await opts.token() : opts.token;
+  return Object.assign({}, base, opts.headers || {},
+                       token ? { Authorization: `Bearer ${token}` } : {});
+}
+
 /** A fresh idempotency key: a UUID where crypto has one, else 128 random bits. */
 export function newIdempotencyKey() {
   const c = globalThis.crypto;
@@ -453,18 +468,17 @@ async function publishOnce(fetchFn, url, init) {
 export async function publish(baseUrl, channel, data, options = {}) {
   const [ch] = channelList([channel]);
   const { body, type } = encodeBody(data, options.type);
-  const headers = Object.assign(
+  const fixed = Object.assign(
     { 'Content-Type': type, 'Idempotency-Key': options.idempotencyKey || newIdempotencyKey() },
-    options.key ? { 'Holdfast-Key': options.key } : {},
-    options.headers || {});
+    options.key ? { 'Holdfast-Key': options.key } : {});
   const fetchFn = options.fetch || defaultFetch();
   const retries = options.retries !== undefined ? options.retries : 3;
   const random = options.random || Math.random;
-  const init = { method: 'POST', headers, body, signal: options.signal,
-                 credentials: options.credentials || 'same-origin' };
   const url = `${trimBase(baseUrl)}/pub/${ch}`;
   for (let attempt = 1; ; attempt++) {
     try {
+      const init = { method: 'POST', headers: await requestHeaders(options, fixed), body,
+                     signal: options.signal, credentials: options.credentials || 'same-origin' };
       return await publishOnce(fetchFn, url, init);
     } catch (e) {
       if (options.signal && options.signal.aborted) throw e;

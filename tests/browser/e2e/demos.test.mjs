@@ -150,7 +150,8 @@ test('a reloaded dashboard resumes from its cursor without repeating or skipping
     const published = [];
     let reloaded = false;
     for (let i = 1; i <= 40; i++) {
-      published.push(await publish(srv.base, 'metrics.t3', { name: 'seq', value: i }));
+      published.push(await publish(srv.base, 'metrics.t3', { name: 'seq', value: i },
+                                   { token: srv.key }));
       if (i === 15) {
         await until(() => seen.length === 15, 5000);
         reloaded = page.reload();   // messages 16.. are published while it reloads
@@ -175,13 +176,13 @@ test('a dashboard that comes back after retention pruned its updates shows the g
     let page = await firstPage(ctx);
     await page.goto(url);
     await waitStatus(page, 'live');
-    for (let i = 1; i <= 3; i++) await publish(srv.base, 'metrics.t4', { name: 'cpu', value: i });
+    for (let i = 1; i <= 3; i++) await publish(srv.base, 'metrics.t4', { name: 'cpu', value: i }, { token: srv.key });
     await page.waitForFunction(() => document.getElementById('count').textContent === '3', null,
                                { timeout: 10000 });
     assert.equal(await page.isVisible('#gap-notice'), false);
     await page.close();
 
-    for (let i = 4; i <= 23; i++) await publish(srv.base, 'metrics.t4', { name: 'cpu', value: i });
+    for (let i = 4; i <= 23; i++) await publish(srv.base, 'metrics.t4', { name: 'cpu', value: i }, { token: srv.key });
     page = await ctx.newPage();
     await page.goto(url);
     await page.waitForSelector('#gap-notice', { state: 'visible', timeout: 10000 });
@@ -241,7 +242,7 @@ test('the dashboard publisher feeds live values; a new page gets the current sta
     await waitStatus(page, 'live');
     const script = join(TOP, 'deploy', 'dashboard-publisher.sh');
     await promisify(execFile)('sh', [script, '-u', srv.base, '-n', '48', '-i', '0.25'],
-                              { timeout: 60000 });
+                              { timeout: 60000, env: { ...process.env, HOLDFAST_PUBLISH_KEY: srv.key } });
     // 192 were published; a live page sees about all of them, but compaction
     // may replace a value before a poll gets it, so no exact count here.
     assert.ok(await until(async () => Number(await page.textContent('#count')) >= 100, 10000),
@@ -272,14 +273,41 @@ test('holdfast.umd.js works as a classic script', T, async () => {
     await page.addScriptTag({ url: '/holdfast.umd.js' });
     const got = await page.evaluate(() => new Promise((resolve, reject) => {
       const sub = window.holdfast.subscribe('/lp', {
-        channels: ['umd.t'], cursorStore: null,
+        channels: ['chat.umd'], cursorStore: null,
         onStatus: (s) => {
-          if (s === 'live') window.holdfast.publish('/lp', 'umd.t', 'from a classic script').catch(reject);
+          if (s === 'live') window.holdfast.publish('/lp', 'chat.umd', 'from a classic script').catch(reject);
         },
         onMessage: (m) => { sub.stop(); resolve(m.data); },
       });
       setTimeout(() => reject(new Error('no message in 10 s')), 10000);
     }));
     assert.equal(got, 'from a classic script');
+  });
+});
+
+// ---- a private channel in the browser -------------------------------------------------
+
+test('a page follows a private channel with a token; without one it is refused', T, async () => {
+  await withServer({}, async ({ srv, open }) => {
+    const page = await firstPage(await open());
+    await page.goto(`${srv.url}/index.html`);
+    await page.addScriptTag({ url: '/holdfast.umd.js' });
+    const token = await srv.mintToken(['private.b'], 60);
+    const refused = await page.evaluate(() => new Promise((resolve) => {
+      window.holdfast.subscribe('/lp', {
+        channels: ['private.b'], cursorStore: null,
+        onStatus: (s, d) => { if (s === 'stopped') resolve([d.error.status, d.error.code]); },
+      });
+    }));
+    assert.deepEqual(refused, [401, 'token_missing']);
+    const got = page.evaluate((tok) => new Promise((resolve, reject) => {
+      const sub = window.holdfast.subscribe('/lp', {
+        channels: ['private.b'], since: 0, cursorStore: null, token: tok,
+        onMessage: (m) => { sub.stop(); resolve(m.data); },
+      });
+      setTimeout(() => reject(new Error('no message in 10 s')), 10000);
+    }), token);
+    await publish(srv.base, 'private.b', 'for the token holder', { token: srv.key });
+    assert.equal(await got, 'for the token holder');
   });
 });

@@ -7,6 +7,7 @@
 // Every process is started here, tracked by pid and stopped by stop();
 // every wait is bounded.  Nothing but 127.0.0.1 is ever contacted.
 import { spawn, execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, readFileSync, readdirSync, existsSync, rmSync, mkdirSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -125,6 +126,8 @@ class Server {
     this.db = join(this.dir, 'test.db');
     this.hf = null;
     this.httpd = null;
+    this.key = randomBytes(16).toString('hex');
+    this.secret = randomBytes(32).toString('hex');
   }
 
   get url() { return `http://127.0.0.1:${this.port}`; }
@@ -132,9 +135,14 @@ class Server {
 
   async start() {
     this.port = await freePort();
+    // Keys on, like deploy/demo.sh: publishing needs this.key except on
+    // chat.*, and private.* needs a subscribe token (this.mintToken()).
     writeFileSync(join(this.dir, 'holdfast.conf'),
       `db = ${this.db}\nlisten = unix:${this.sock}\nworkers = ${this.workers}\n` +
-      `poll_timeout = 25\n${this.extraConf}\n`);
+      `poll_timeout = 25\npublish_key = ${this.key}\ntoken_secret = ${this.secret}\n` +
+      `${this.extraConf}\n` +
+      '[channel chat.*]\npublish = anyone\nmax_body = 4k\n' +
+      '[channel private.*]\nsubscribe = token\n', { mode: 0o600 });
     writeFileSync(join(this.dir, 'lighttpd.conf'), this.lighttpdConf());
     await this.startHoldfast();
     await this.startLighttpd();
@@ -223,6 +231,14 @@ fastcgi.server = ("/lp" => ((
       ['publish', '--config', join(this.dir, 'holdfast.conf'), ...args, channel, data],
       { env: cleanEnv(), timeout: 10000 });
     return Number(stdout.trim());
+  }
+
+  /** `holdfast token` for channels (an array of patterns), valid ttl s. */
+  async mintToken(channels, ttl = 60, args = []) {
+    const { stdout } = await promisify(execFile)(holdfastBin(),
+      ['token', '--config', join(this.dir, 'holdfast.conf'), '--channel', channels.join(','),
+       '--ttl', String(ttl), ...args], { env: cleanEnv(), timeout: 10000 });
+    return stdout.trim();
   }
 
   async stop() {

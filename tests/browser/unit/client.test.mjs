@@ -208,6 +208,31 @@ test('a request error (4xx) stops the loop and says why', async () => {
   assert.equal(detail.error.status, 400);
 });
 
+test('a token string is sent as a bearer; a 401 with it stops the loop', async () => {
+  const { fetch, rec } = recorded([answer(1), json(401, { error: 'token_expired', detail: 'x' })],
+                                  { token: 'tok-1', headers: { 'X-A': 'a' } });
+  await waitFor(() => statusNames(rec).includes('stopped'), 'stopped');
+  assert.equal(fetch.calls.length, 2);
+  for (const c of fetch.calls) {
+    assert.equal(c.init.headers.Authorization, 'Bearer tok-1');
+    assert.equal(c.init.headers['X-A'], 'a');
+  }
+  assert.equal(rec.statuses.at(-1)[1].error.code, 'token_expired');
+});
+
+test('a token function is asked before every request, and a 401 asks it again', async () => {
+  let n = 0;
+  const { sub, fetch, rec } = recorded(
+    [answer(1), json(401, { error: 'token_expired', detail: 'x' }), answer(2, [2])],
+    { token: async () => `tok-${++n}` });
+  await waitFor(() => rec.messages.length === 1, 'the message after the fresh token');
+  sub.stop();
+  assert.deepEqual(fetch.calls.slice(0, 3).map((c) => c.init.headers.Authorization),
+                   ['Bearer tok-1', 'Bearer tok-2', 'Bearer tok-3']);
+  assert.ok(statusNames(rec).includes('reconnecting'), 'the 401 backed off');
+  assert.equal(rec.delays.length, 1);
+});
+
 test('an answer that is not a subscribe answer is a failure, not a crash', async () => {
   const { sub, fetch, rec } = recorded([json(200, '<html>proxy</html>'), json(200, { cursor: 'x' }),
                                         answer(1, [1])]);
@@ -379,6 +404,17 @@ test('publish sends strings as UTF-8 text, with the given key, type and headers'
   assert.equal(fetch.calls[0].init.body, 'héllo');
   assert.equal(fetch.calls[1].init.headers['Content-Type'], 'text/html');
   assert.notEqual(fetch.calls[1].init.headers['Idempotency-Key'], 'k1');
+});
+
+test('publish sends options.token as a bearer, asking a function on every attempt', async () => {
+  const fetch = scriptedFetch([json(201, { id: 1 }), json(503, { error: 'busy' }), json(201, { id: 2 })]);
+  await publish('/lp', 'c', 'x', { fetch, token: 'the-key' });
+  let n = 0;
+  await publish('/lp', 'c', 'y', { fetch, token: () => `t${++n}`, sleep: async () => {} });
+  assert.deepEqual(fetch.calls.map((c) => c.init.headers.Authorization),
+                   ['Bearer the-key', 'Bearer t1', 'Bearer t2']);
+  assert.equal(fetch.calls[1].init.headers['Idempotency-Key'],
+               fetch.calls[2].init.headers['Idempotency-Key'], 'the retry keeps its key');
 });
 
 test('publish does not retry a request error and gives up after its retries', async () => {
