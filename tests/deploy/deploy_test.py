@@ -172,8 +172,10 @@ def children_of(pid):
 
 # ---- HTTP -------------------------------------------------------------------------
 
-def req(port, method, path, body=None, headers=None, timeout=30):
-    c = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+def req(port, method, path, body=None, headers=None, timeout=30, source='127.0.0.1'):
+    """One HTTP request; `source` is the client address (any of 127.0.0.0/8)."""
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout,
+                                   source_address=(source, 0))
     try:
         c.request(method, path, body=body, headers=headers or {})
         r = c.getresponse()
@@ -181,6 +183,12 @@ def req(port, method, path, body=None, headers=None, timeout=30):
         return r.status, {k.lower(): v for k, v in r.getheaders()}, data
     finally:
         c.close()
+
+
+def client_addr(i):
+    """The i-th of many client addresses on loopback (127.0.1.1 ...): tests
+    that park many subscribers are many clients, not one over its cap."""
+    return '127.0.%d.%d' % (1 + i // 250, 1 + i % 250)
 
 
 def jbody(data):
@@ -264,6 +272,7 @@ class Deployment:
     name = '?'
     needs = ()
     settings_url = None     # a path under the web root that must not be served
+    flood_test = False      # run per_client_cap() (holdfast.conf gets the cap)
     spawned_marker = None   # cmdline marker of per-request processes (fcgid, CGI)
     # hostile(): whether it runs, and what this web server documents (see there)
     hostile = False
@@ -457,9 +466,12 @@ class ApacheFcgidHtaccess(ApacheDeployment):
     name = 'apache-fcgid-htaccess'
     settings_url = '/lp/holdfast.conf'
     spawned_marker = 'holdfast.fcgi'
+    flood_test = True
 
     def setup(self):
         self.install_in_web_folder('apache-fcgid', 'holdfast.fcgi')
+        with open(self.p('www', 'lp', 'holdfast.conf'), 'a') as f:
+            f.write('max_parked_per_client = 2\n')
         # The admin's part: mod_fcgid's limits are server-config only.  Raised
         # so 50 subscribers (one process each) get their processes at once.
         apache_conf(self, ['fcgid'], '', extra='\n'.join([
@@ -482,6 +494,8 @@ class ApacheFcgidWrapper(ApacheFcgidHtaccess):
         shutil.copy2(self.bin, os.path.join(home, 'holdfast', 'holdfast'))
         template('apache-fcgid/holdfast.conf', os.path.join(home, 'holdfast', 'holdfast.conf'), [
             ('/home/USER/holdfast-data', self.data), ('@PUBLISH_KEY@', KEY)])
+        with open(os.path.join(home, 'holdfast', 'holdfast.conf'), 'a') as f:
+            f.write('max_parked_per_client = 2\n')
         lp = self.p('www', 'lp')
         os.makedirs(lp)
         template('apache-fcgid/holdfast-wrapper.fcgi', os.path.join(lp, 'holdfast.fcgi'), [
@@ -853,8 +867,11 @@ def scenario(dep):
     # 50 parked subscribers, one publish
     try:
         c = head('fan')
-        subs = [Bg(lambda: req(port, 'GET', P('/sub/fan?since=%d&timeout=25' % c)))
-                for _ in range(FANOUT)]
+        # From addresses of their own (127.0.1.x), as many clients would be:
+        # one address is capped at max_parked_per_client.
+        subs = [Bg(lambda i=i: req(port, 'GET', P('/sub/fan?since=%d&timeout=25' % c),
+                                   source=client_addr(i)))
+                for i in range(FANOUT)]
         if dep.spawned_marker:
             # one process per subscriber (idle ones are reused): wait until
             # there are enough for all of them
@@ -924,6 +941,51 @@ def scenario(dep):
         st, _, b = req(port, 'GET', dep.settings_url)
         R.check('%s: %s is not served' % (n, dep.settings_url), st == 403 and KEY.encode()
                 not in b, 'status %s' % st)
+        # A database left in the web folder by mistake is not served either.
+        folder = os.path.join(dep.www, os.path.dirname(dep.settings_url).lstrip('/'))
+        denied = []
+        for f in ('holdfast.db', 'holdfast.db-wal', 'holdfast.db-limits', 'x.sqlite3'):
+            with open(os.path.join(folder, f), 'w') as out:
+                out.write('SQLite format 3 ' + KEY)
+            st, _, b = req(port, 'GET', os.path.dirname(dep.settings_url) + '/' + f)
+            denied.append((f, st, KEY.encode() in b))
+            os.unlink(os.path.join(folder, f))
+        R.check('%s: a database in the web folder is not served' % n,
+                all(st == 403 and not leak for _, st, leak in denied), repr(denied))
+    if dep.flood_test:
+        per_client_cap(dep)
+
+
+def per_client_cap(dep):
+    """max_parked_per_client under this server: one address flooding
+    subscribes gets 429 past the cap (under mod_fcgid each waiting
+    subscriber is a process: the cap keeps one client from taking the
+    class's budget) while another address is still served."""
+    n, port = dep.name, dep.port
+    flood = [Bg(lambda: req(port, 'GET', dep.base + '/sub/flood?timeout=15', timeout=30,
+                            source='127.0.0.7')) for _ in range(6)]
+    time.sleep(3)
+    other = Bg(lambda: req(port, 'GET', dep.base + '/sub/flood?timeout=15', timeout=30,
+                           source='127.0.0.8'))
+    refused = wait_until(lambda: sum(1 for b in flood if isinstance(b.result, tuple) and
+                                     b.result[0] == 429) >= 4, 10)
+    time.sleep(1)
+    st, _, b = req(port, 'POST', dep.base + '/pub/flood', b'x',
+                   {'Authorization': 'Bearer ' + KEY, 'Content-Type': 'text/plain'})
+    for b_ in flood + [other]:
+        b_.join(30)
+    got = sorted(b_.result[0] if isinstance(b_.result, tuple) else repr(b_.result)
+                 for b_ in flood)
+    R.check('%s: one address past max_parked_per_client (2) gets 429, the rest wait' % n,
+            refused and got == [200, 200, 429, 429, 429, 429] and st == 201,
+            'flood answers %r, publish %s' % (got, st))
+    r429 = [b_.result for b_ in flood if isinstance(b_.result, tuple) and b_.result[0] == 429]
+    R.check('%s: the 429 has Retry-After and a JSON reason' % n,
+            r429 and all('retry-after' in h and (jbody(body) or {}).get('error') ==
+                         'too_many_subscribers' for _, h, body in r429), repr(r429[:1]))
+    R.check('%s: another address is still served while one floods' % n,
+            isinstance(other.result, tuple) and other.result[0] == 200 and
+            b'"data":"x"' in other.result[2], repr(other.result)[:200])
 
 
 # ---- hostile input ------------------------------------------------------------------------
@@ -1156,8 +1218,9 @@ def flood(dep, P):
     socks, early, most = [], [], 0
     t0 = time.monotonic()
     try:
-        for _ in range(count):
-            s = socket.create_connection(('127.0.0.1', dep.port), timeout=10)
+        for i in range(count):
+            s = socket.create_connection(('127.0.0.1', dep.port), timeout=10,
+                                         source_address=(client_addr(i), 0))
             socks.append(s)
             s.sendall(head)
         most = 0
