@@ -331,18 +331,25 @@ int handler_poll(handler *h, const request *r, int64_t *cursor, const char *epoc
     return answer;
 }
 
+/* The access rule for one request: AUTH_OK when it may go on (*key: the
+ * publish key it used, or -1); otherwise the refusal is already in out. */
+static handler_auth handler_admit(const handler *h, const request *r, int publish,
+                                  const char *cors, buf *out, int *key) {
+    token_status why;
+    const char *denied;
+    handler_auth a = handler_access(h, r, publish, &why, &denied, key);
+    if (a != AUTH_OK)
+        handler_refuse(out, cors, a, why, denied, publish);
+    return a;
+}
+
 static handler_result handler_sub(handler *h, const request *r, buf *out, int64_t *cursor,
                                   char epoch[MSGLOG_EPOCH_LEN + 1]) {
     msglog_batch b;
     const char *cors = reply_cors(h->cfg, r->origin);
-    token_status why;
-    const char *denied;
     int key;
-    handler_auth a = handler_access(h, r, 0, &why, &denied, &key);
-    if (a != AUTH_OK) {
-        handler_refuse(out, cors, a, why, denied, 0);
+    if (handler_admit(h, r, 0, cors, out, &key) != AUTH_OK)
         return HANDLER_DONE;
-    }
     handler_check_db(h, 0);
     if (handler_read(h, r, r->since, r->has_epoch ? r->epoch : NULL, &b)) {
         msglog_batch_free(&b);
@@ -415,14 +422,9 @@ static int handler_append(handler *h, const msglog_entry *e, msglog_ack *ack) {
 static handler_result handler_pub(handler *h, const request *r, const void *body, size_t len,
                                   buf *out) {
     const char *cors = reply_cors(h->cfg, r->origin);
-    token_status why;
-    const char *denied;
     int key;
-    handler_auth a = handler_access(h, r, 1, &why, &denied, &key);
-    if (a != AUTH_OK) {
-        handler_refuse(out, cors, a, why, denied, 1);
+    if (handler_admit(h, r, 1, cors, out, &key) != AUTH_OK)
         return HANDLER_DONE;
-    }
     config_policy p = config_policy_for(h->cfg, r->channel);
     if ((int64_t)len > p.max_body) {
         char detail[96];
