@@ -153,6 +153,24 @@ def count_procs(marker):
     return len(procs_of(None, marker))
 
 
+def memory_kib(pid):
+    """(resident, private) KiB of pid from /proc/PID/smaps_rollup, threads:
+    what one mod_fcgid process costs.  (0, 0, 0) when it is gone."""
+    rss = private = 0
+    try:
+        with open('/proc/%d/smaps_rollup' % pid) as f:
+            for line in f:
+                k, _, v = line.partition(':')
+                if k == 'Rss':
+                    rss = int(v.split()[0])
+                elif k in ('Private_Clean', 'Private_Dirty'):
+                    private += int(v.split()[0])
+        threads = len(os.listdir('/proc/%d/task' % pid))
+    except OSError:
+        return 0, 0, 0
+    return rss, private, threads
+
+
 def children_of(pid):
     """Live (not zombie) processes whose parent is pid."""
     out = []
@@ -508,6 +526,128 @@ class ApacheFcgidWrapper(ApacheFcgidHtaccess):
             'FcgidSpawnScoreUpLimit 200']))
 
 
+class ApacheFcgidAtCap(ApacheFcgidHtaccess):
+    """The .htaccess layout with its class at FcgidMaxProcessesPerClass
+    (AT_CAP processes, every one holding a waiting subscriber): publishes go
+    through pub.fcgi, a second copy of the binary and so mod_fcgid class of
+    its own, as the guide ships it.  Runs at_cap() only."""
+    name = 'apache-fcgid-at-cap'
+    flood_test = False
+    hostile = False
+
+    def setup(self):
+        self.install_in_web_folder('apache-fcgid', 'holdfast.fcgi')
+        lp = self.p('www', 'lp')
+        shutil.copy2(self.bin, os.path.join(lp, 'pub.fcgi'))
+        os.chmod(os.path.join(lp, 'pub.fcgi'), 0o755)
+        self.pub_base = '/lp/pub.fcgi'
+        apache_conf(self, ['fcgid'], '', extra='\n'.join([
+            'FcgidMaxProcesses 40', 'FcgidMaxProcessesPerClass %d' % AT_CAP,
+            'FcgidSpawnScoreUpLimit 200']))
+
+    def check(self):
+        at_cap(self)
+
+
+AT_CAP = 4          # apache-fcgid-at-cap: processes per mod_fcgid class
+AT_CAP_ROUNDS = 10  # publishes, each with every subscriber process waiting
+
+
+def at_cap(dep):
+    """mod_fcgid at its process cap: AT_CAP subscribers each hold one of
+    the class's AT_CAP processes; a publish through holdfast.fcgi would wait
+    for a poll to end (a process to come free), one through pub.fcgi (its
+    own class) is answered at once and wakes them all.  Reports the
+    publish -> delivery latencies; fails if any is over 2 s (a held poll is
+    20 s: a publish that waited for one would show it)."""
+    n, port = dep.name, dep.port
+    lock = threading.Lock()
+    got = []            # (subscriber, message id, monotonic arrival)
+    stop = threading.Event()
+    errors = []
+
+    def follower(i):
+        since = 0
+        src = client_addr(i)
+        while not stop.is_set():
+            try:
+                st, _, b = req(port, 'GET', '%s/sub/cap?since=%d&timeout=20' % (dep.base, since),
+                               timeout=40, source=src)
+            except OSError as e:
+                errors.append('subscriber %d: %r' % (i, e))
+                return
+            t = time.monotonic()
+            j = jbody(b) if st == 200 else None
+            if not j:
+                errors.append('subscriber %d: %s %r' % (i, st, b[:200]))
+                return
+            with lock:
+                got.extend((i, m['id'], t) for m in j['messages'])
+            since = j['cursor']
+
+    def parked():
+        try:
+            st, _, b = req(port, 'GET', dep.pub_base + '/stats', timeout=10)
+        except OSError:
+            return -1
+        return (jbody(b) or {}).get('parked', -1) if st == 200 else -1
+
+    subs = [threading.Thread(target=follower, args=(i,), daemon=True) for i in range(AT_CAP)]
+    for t in subs:
+        t.start()
+    full = wait_until(lambda: parked() >= AT_CAP, 30, 0.2)
+    procs = procs_of(None, 'holdfast.fcgi')
+    mem = [memory_kib(pid) for pid, _ in procs]
+    R.check('%s: %d subscribers hold the class\'s %d processes' % (n, AT_CAP, AT_CAP),
+            full and len(procs) >= AT_CAP,
+            'parked %s, %d holdfast.fcgi processes; each: %s' % (
+                parked(), len(procs), ', '.join('%d KiB resident, %d KiB private, %d threads'
+                                                % m for m in mem[:1])))
+    sent = []           # (id, monotonic before the publish, publish seconds)
+    for r in range(AT_CAP_ROUNDS if full else 0):
+        if not wait_until(lambda: parked() >= AT_CAP, 10, 0.02):
+            errors.append('round %d: only %s parked' % (r, parked()))
+            break
+        t0 = time.monotonic()
+        try:
+            st, _, b = req(port, 'POST', dep.pub_base + '/pub/cap', b'round %d' % r,
+                           {'Authorization': 'Bearer ' + KEY, 'Content-Type': 'text/plain'},
+                           timeout=30)
+        except OSError as e:
+            errors.append('publish %d: %r after %.1f s' % (r, e, time.monotonic() - t0))
+            break
+        t1 = time.monotonic()
+        if st != 201:
+            errors.append('publish %d: %s %r' % (r, st, b[:200]))
+            break
+        sent.append((jbody(b)['id'], t0, t1 - t0))
+        wait_until(lambda: sum(1 for g in got if g[1] == sent[-1][0]) >= AT_CAP, 25, 0.01)
+    stop.set()
+    # The followers' last polls end by themselves (timeout=20); a last
+    # publish answers them at once.
+    try:
+        req(port, 'POST', dep.pub_base + '/pub/cap', b'end',
+            {'Authorization': 'Bearer ' + KEY, 'Content-Type': 'text/plain'}, timeout=30)
+    except OSError:
+        pass
+    for t in subs:
+        t.join(30)
+    start = {mid: t0 for mid, t0, _ in sent}
+    lat = sorted(t - start[mid] for _, mid, t in got if mid in start)
+    pubs = sorted(x for _, _, x in sent)
+    want = AT_CAP * len(sent)
+
+    def pct(xs, q):
+        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float('nan')
+    R.check('%s: every publish through pub.fcgi reaches all %d busy subscribers within 2 s'
+            % (n, AT_CAP),
+            not errors and len(sent) == AT_CAP_ROUNDS and len(lat) == want and lat[-1] < 2,
+            '%d publishes, %d of %d deliveries: publish p50 %.0f ms, max %.0f ms; '
+            'publish->delivery p50 %.0f ms, p99 %.0f ms, max %.0f ms%s'
+            % (len(sent), len(lat), want, pct(pubs, .5), pct(pubs, 1), pct(lat, .5),
+               pct(lat, .99), pct(lat, 1), '; ' + '; '.join(errors[:3]) if errors else ''))
+
+
 class ApacheFcgidVhost(ApacheDeployment):
     """deploy/apache-fcgid/vhost.conf, the root admin's version."""
     name = 'apache-fcgid-vhost'
@@ -745,8 +885,8 @@ class Nginx(Deployment):
                         stop_sig=signal.SIGQUIT)
 
 
-DEPLOYMENTS = [ApacheFcgidHtaccess, ApacheFcgidWrapper, ApacheFcgidVhost, ApacheProxyFcgi, LighttpdSpawn,
-               LighttpdSocket, Nginx, ApacheCgi, LighttpdCgi]
+DEPLOYMENTS = [ApacheFcgidHtaccess, ApacheFcgidWrapper, ApacheFcgidAtCap, ApacheFcgidVhost,
+               ApacheProxyFcgi, LighttpdSpawn, LighttpdSocket, Nginx, ApacheCgi, LighttpdCgi]
 
 
 # ---- the conformance scenario ---------------------------------------------------------------
@@ -1297,10 +1437,15 @@ def run_one(cls, root, binary):
         dep.kill_leftovers()
     R.check('%s: starts on 127.0.0.1:%d' % (n, dep.port), started,
             '' if started else dep.log_tail())
-    if started:
-        scenario(dep)
-        if dep.hostile and HOSTILE:
-            hostile(dep)
+    try:
+        if started and hasattr(dep, 'check'):
+            dep.check()             # a deployment for one check only
+        elif started:
+            scenario(dep)
+            if dep.hostile and HOSTILE:
+                hostile(dep)
+    except Exception as e:  # noqa: BLE001 -- a broken check still stops its server
+        R.check('%s: its checks ran to the end' % n, False, repr(e))
     stopped = dep.stop()
     left = []
     if wait_until(lambda: not dep.leftovers(), 10, 0.1) is False:
