@@ -53,6 +53,7 @@
 #define FCGI_FRONT_PATIENCE_MS 50         /* a thread waits this long, then the dispatcher */
 #define FCGI_FRONT_PARAMS_MAX (64 * 1024) /* bytes of params (431 beyond) */
 #define FCGI_FRONT_ACCEPT_TICK_MS 500     /* see fcgi_front_wait */
+#define FCGI_FRONT_GROW_MS 20             /* see THE THREAD RULE */
 
 typedef struct {
     const config *cfg;
@@ -68,6 +69,19 @@ typedef struct {
     pthread_mutex_t ready_lock;
     waiter *ready_head, *ready_tail;
     int ready_fd; /* eventfd: readable while the queue may hold some */
+    /* THE THREAD RULE.  One accepting thread to start with.  When the last
+     * idle thread goes busy it says so on busy_fd; the main thread then
+     * looks every FCGI_FRONT_GROW_MS while none is idle, and starts one more
+     * (up to `threads`) when a connection is queued with no thread to take
+     * it.  So a process that is sent one request at a time (mod_fcgid)
+     * keeps one thread and one database connection, and a busy pool grows
+     * to what its load needs.  Counts guarded by grow_lock. */
+    int busy_fd; /* eventfd */
+    pthread_mutex_t grow_lock;
+    struct fcgi_front_thread *ts; /* [max] */
+    pthread_t *tids;              /* [max] */
+    int max, started, idle;       /* idle: threads waiting for an event */
+    int stopping;                 /* set before the joins: no more growth */
 } fcgi_front;
 
 /* Written by the signal handler; every accepting thread polls it. */
@@ -134,7 +148,7 @@ typedef struct {
     int clean;
 } fcgi_front_pending;
 
-typedef struct {
+typedef struct fcgi_front_thread {
     fcgi_front *f;
     handler h;
     fcgi_proto p;
@@ -454,9 +468,45 @@ static fcgi_front_event fcgi_front_wait(int ep) {
     }
 }
 
+static int fcgi_front_grow(fcgi_front *f);
+
+/* Wait for the next event, counted as idle meanwhile.  The last idle
+ * thread going busy tells the main thread (THE THREAD RULE). */
+static fcgi_front_event fcgi_front_next(fcgi_front *f, int ep) {
+    pthread_mutex_lock(&f->grow_lock);
+    f->idle++;
+    pthread_mutex_unlock(&f->grow_lock);
+    fcgi_front_event e = fcgi_front_wait(ep);
+    pthread_mutex_lock(&f->grow_lock);
+    int tell = --f->idle == 0 && f->started < f->max;
+    pthread_mutex_unlock(&f->grow_lock);
+    uint64_t one = 1;
+    if (tell && write(f->busy_fd, &one, sizeof one) < 0) {
+        /* EAGAIN: the eventfd is full, so the main thread knows already */
+    }
+    return e;
+}
+
+/* THE THREAD RULE's test: no thread waits for a connection while one is
+ * queued on the listener (and fewer than `threads` run). -1: no thread is
+ * busy any more (stop looking), 1: start one, 0: look again later. */
+static int fcgi_front_short(fcgi_front *f) {
+    pthread_mutex_lock(&f->grow_lock);
+    int busy = f->idle == 0 && f->started < f->max && !f->stopping;
+    pthread_mutex_unlock(&f->grow_lock);
+    if (!busy)
+        return -1;
+    struct pollfd p = {f->listen_fd, POLLIN, 0};
+    return poll(&p, 1, 0) > 0;
+}
+
 static void *fcgi_front_thread_main(void *arg) {
     fcgi_front_thread *t = arg;
     fcgi_front *f = t->f;
+    char err[512];
+    /* A log that cannot be opened yet is not fatal: the handler says 503
+     * and tries again (the dispatcher has logged why). */
+    handler_open(&t->h, f->cfg, f->counters, f->lim, err, sizeof err);
     struct epoll_event lev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = FCGI_FRONT_ACCEPT};
     struct epoll_event sev = {.events = EPOLLIN, .data.u32 = FCGI_FRONT_STOP};
     struct epoll_event rev = {.events = EPOLLIN, .data.u32 = FCGI_FRONT_READY};
@@ -475,7 +525,7 @@ static void *fcgi_front_thread_main(void *arg) {
             close(ep);
         return NULL;
     }
-    while ((e = fcgi_front_wait(ep)) != FCGI_FRONT_STOP) {
+    while ((e = fcgi_front_next(f, ep)) != FCGI_FRONT_STOP) {
         if (e == FCGI_FRONT_READY) {
             waiter *w = fcgi_front_ready_pop(f);
             if (w)
@@ -519,26 +569,23 @@ static void fcgi_front_signals(void) {
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
-/* Start the accepting threads; returns how many started. */
-static int fcgi_front_start_threads(fcgi_front *f, fcgi_front_thread *ts, pthread_t *tids,
-                                    int n) {
-    char err[512];
-    int started = 0;
-    for (int i = 0; i < n; i++) {
-        fcgi_front_thread *t = &ts[i];
+/* Start one more accepting thread unless `threads` run or the front is
+ * stopping; 1 when one started. */
+static int fcgi_front_grow(fcgi_front *f) {
+    int grew = 0;
+    pthread_mutex_lock(&f->grow_lock);
+    if (!f->stopping && f->started < f->max) {
+        fcgi_front_thread *t = &f->ts[f->started];
         t->f = f;
         buf_init(&t->out);
         buf_init(&t->resp);
-        /* A log that cannot be opened yet is not fatal: the handler says
-         * 503 and tries again (the dispatcher has logged why). */
-        handler_open(&t->h, f->cfg, f->counters, f->lim, err, sizeof err);
-        if (pthread_create(&tids[i], NULL, fcgi_front_thread_main, t) != 0) {
-            handler_close(&t->h);
-            break;
+        if (pthread_create(&f->tids[f->started], NULL, fcgi_front_thread_main, t) == 0) {
+            f->started++;
+            grew = 1;
         }
-        started++;
     }
-    return started;
+    pthread_mutex_unlock(&f->grow_lock);
+    return grew;
 }
 
 /* Every parked subscriber holds a descriptor: use all the process may have. */
@@ -593,12 +640,16 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) 
         guard_close(f.lim);
         return 1;
     }
-    int n = cfg->threads;
-    fcgi_front_thread *ts = calloc((size_t)n, sizeof *ts);
-    pthread_t *tids = calloc((size_t)n, sizeof *tids);
-    int started = ts && tids ? fcgi_front_start_threads(&f, ts, tids, n) : 0;
-    /* Serve until stopped; say ready once the dispatcher has the log. */
-    for (struct pollfd p = {f.stop_fd, POLLIN, 0}; started > 0;) {
+    pthread_mutex_init(&f.grow_lock, NULL);
+    f.max = cfg->threads;
+    f.ts = calloc((size_t)f.max, sizeof *f.ts);
+    f.tids = calloc((size_t)f.max, sizeof *f.tids);
+    f.busy_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int started = f.ts && f.tids && f.busy_fd >= 0 ? fcgi_front_grow(&f) : 0;
+    /* Serve until stopped; say ready once the dispatcher has the log;
+     * start threads by THE THREAD RULE. */
+    int looking = 0;
+    for (struct pollfd p[2] = {{f.stop_fd, POLLIN, 0}, {f.busy_fd, POLLIN, 0}}; started > 0;) {
         if (ready_fd >= 0 && worker_ready(f.wk)) {
             char one = 1;
             if (write(ready_fd, &one, 1) < 0)
@@ -606,25 +657,43 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) 
             close(ready_fd);
             ready_fd = -1;
         }
-        int rc = poll(&p, 1, ready_fd >= 0 ? 100 : -1);
-        if (rc > 0 || (rc < 0 && errno != EINTR))
+        int rc = poll(p, 2, looking ? FCGI_FRONT_GROW_MS : ready_fd >= 0 ? 100 : -1);
+        if (rc < 0 && errno != EINTR)
             break;
+        if (rc > 0 && p[0].revents)
+            break;
+        uint64_t n;
+        if (rc > 0 && p[1].revents && read(f.busy_fd, &n, sizeof n) == (ssize_t)sizeof n)
+            looking = 1;
+        else if (looking) {
+            int short_of = fcgi_front_short(&f);
+            looking = short_of >= 0;
+            if (short_of > 0)
+                fcgi_front_grow(&f);
+        }
     }
     if (ready_fd >= 0)
         close(ready_fd);
+    pthread_mutex_lock(&f.grow_lock);
+    f.stopping = 1;
+    started = f.started;
+    pthread_mutex_unlock(&f.grow_lock);
     for (int i = 0; i < started; i++) {
-        pthread_join(tids[i], NULL);
-        handler_close(&ts[i].h);
-        buf_free(&ts[i].out);
-        buf_free(&ts[i].resp);
+        pthread_join(f.tids[i], NULL);
+        handler_close(&f.ts[i].h);
+        buf_free(&f.ts[i].out);
+        buf_free(&f.ts[i].resp);
     }
     worker_stop(f.wk); /* answers every parked subscriber */
     for (waiter *w; (w = fcgi_front_ready_pop(&f)) != NULL;)
         fcgi_front_pending_free(w); /* read, but no thread is left to answer */
     close(f.ready_fd);
     pthread_mutex_destroy(&f.ready_lock);
-    free(ts);
-    free(tids);
+    pthread_mutex_destroy(&f.grow_lock);
+    if (f.busy_fd >= 0)
+        close(f.busy_fd);
+    free(f.ts);
+    free(f.tids);
     close(f.stop_fd);
     fcgi_front_stop_fd = -1;
     wake_slot_release(slot);
