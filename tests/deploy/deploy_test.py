@@ -292,6 +292,7 @@ class Deployment:
     settings_url = None     # a path under the web root that must not be served
     flood_test = False      # run per_client_cap() (holdfast.conf gets the cap)
     spawned_marker = None   # cmdline marker of per-request processes (fcgid, CGI)
+    pub_base = None         # where the guide has publishers send, when not base
     # hostile(): whether it runs, and what this web server documents (see there)
     hostile = False
     big_body_status = 413   # a 4 MiB publish (max_body is 64k)
@@ -488,6 +489,7 @@ class ApacheFcgidHtaccess(ApacheDeployment):
 
     def setup(self):
         self.install_in_web_folder('apache-fcgid', 'holdfast.fcgi')
+        self.copy_as_pub(self.p('www', 'lp', 'holdfast.fcgi'))
         with open(self.p('www', 'lp', 'holdfast.conf'), 'a') as f:
             f.write('max_parked_per_client = 2\n')
         # The admin's part: mod_fcgid's limits are server-config only.  Raised
@@ -495,6 +497,13 @@ class ApacheFcgidHtaccess(ApacheDeployment):
         apache_conf(self, ['fcgid'], '', extra='\n'.join([
             'FcgidMaxProcesses 200', 'FcgidMaxProcessesPerClass 100',
             'FcgidSpawnScoreUpLimit 200']))
+
+    def copy_as_pub(self, program):
+        """The guide's pub.fcgi: a copy of program beside it (its own class)."""
+        pub = os.path.join(os.path.dirname(program), 'pub.fcgi')
+        shutil.copy2(program, pub)
+        os.chmod(pub, 0o755)
+        self.pub_base = '/lp/pub.fcgi'
 
     def start(self):
         self.start_apache()
@@ -518,6 +527,7 @@ class ApacheFcgidWrapper(ApacheFcgidHtaccess):
         os.makedirs(lp)
         template('apache-fcgid/holdfast-wrapper.fcgi', os.path.join(lp, 'holdfast.fcgi'), [
             ('/home/USER', home)], mode=0o755)
+        self.copy_as_pub(os.path.join(lp, 'holdfast.fcgi'))
         shutil.copy2(os.path.join(DEPLOY, 'apache-fcgid', '.htaccess'), lp)
         self.db = os.path.join(self.data, 'holdfast.db')
         self.base = '/lp/holdfast.fcgi'
@@ -537,10 +547,7 @@ class ApacheFcgidAtCap(ApacheFcgidHtaccess):
 
     def setup(self):
         self.install_in_web_folder('apache-fcgid', 'holdfast.fcgi')
-        lp = self.p('www', 'lp')
-        shutil.copy2(self.bin, os.path.join(lp, 'pub.fcgi'))
-        os.chmod(os.path.join(lp, 'pub.fcgi'), 0o755)
-        self.pub_base = '/lp/pub.fcgi'
+        self.copy_as_pub(self.p('www', 'lp', 'holdfast.fcgi'))
         apache_conf(self, ['fcgid'], '', extra='\n'.join([
             'FcgidMaxProcesses 40', 'FcgidMaxProcessesPerClass %d' % AT_CAP,
             'FcgidSpawnScoreUpLimit 200']))
@@ -675,6 +682,8 @@ class ApacheFcgidVhost(ApacheDeployment):
         lib = self.p('lib')
         os.makedirs(lib)
         shutil.copy2(self.bin, os.path.join(lib, 'holdfast.fcgi'))
+        shutil.copy2(self.bin, os.path.join(lib, 'pub.fcgi'))
+        self.pub_base = '/lp-pub'
         template('apache-fcgid/vhost.conf', self.p('conf', 'vhost.conf'), [
             ('*:80', '127.0.0.1:%d' % self.port),
             ('/var/www/example.org', self.www),
@@ -908,7 +917,8 @@ def scenario(dep):
         h = dict(auth)
         h['Content-Type'] = ctype
         h.update(headers or {})
-        st, _, b = req(port, 'POST', P('/pub/%s' % channel), body=body, headers=h)
+        st, _, b = req(port, 'POST', (dep.pub_base or dep.base) + '/pub/%s' % channel,
+                       body=body, headers=h)
         j = jbody(b)
         if st != 201 or not j or 'id' not in j:
             raise RuntimeError('publish to %s: %s %r' % (channel, st, b[:200]))
