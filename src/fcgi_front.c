@@ -54,6 +54,8 @@
 #define FCGI_FRONT_PARAMS_MAX (64 * 1024) /* bytes of params (431 beyond) */
 #define FCGI_FRONT_ACCEPT_TICK_MS 500     /* see fcgi_front_wait */
 #define FCGI_FRONT_GROW_MS 20             /* see THE THREAD RULE */
+#define FCGI_FRONT_SHARE_SLACK 16         /* see THE SHARING RULE */
+#define FCGI_FRONT_SHARE_TICK_MS 20       /* a yielding thread looks again this often */
 
 typedef struct {
     const config *cfg;
@@ -77,6 +79,20 @@ typedef struct {
      * keeps one thread and one database connection, and a busy pool grows
      * to what its load needs.  Counts guarded by grow_lock. */
     int busy_fd; /* eventfd */
+    /* THE SHARING RULE.  Workers of one pool accept from one socket, and
+     * EPOLLEXCLUSIVE wakes the same (most recently idle) one for most
+     * connections: left alone, one worker would hold its max_parked and
+     * answer 503 while its siblings sat nearly empty.  So before it waits
+     * for a connection, a thread of a pool worker (sharing) that holds more
+     * than FCGI_FRONT_SHARE_SLACK waiting subscribers above its least
+     * loaded live sibling, or max_parked while a sibling has room, takes
+     * the listener out of its epoll set until that is no longer so; the
+     * least loaded worker always listens, so a connection always has a
+     * taker.  A thread woken for a connection takes it whatever the counts
+     * say.  Siblings: live processes in the wake file's slots whose parent
+     * is this worker's (the supervisor). */
+    int sharing;
+    const wake_slot *slots; /* the wake file's, or NULL */
     pthread_mutex_t grow_lock;
     struct fcgi_front_thread *ts; /* [max] */
     pthread_t *tids;              /* [max] */
@@ -157,6 +173,8 @@ typedef struct fcgi_front_thread {
     int clean;   /* every byte the web server sent was read */
     buf out, resp;
     unsigned char in[16384];
+    int32_t seen_pid[WAKE_SLOTS]; /* the pid last classified in each slot */
+    char sibling[WAKE_SLOTS];     /* ... and whether it is this worker's sibling */
 } fcgi_front_thread;
 
 /* Feed in[*off..got) to the reader until an event that matters: MORE when
@@ -449,10 +467,10 @@ typedef enum { FCGI_FRONT_STOP = 1, FCGI_FRONT_ACCEPT, FCGI_FRONT_READY } fcgi_f
  * (poll() would wake every thread of every process on the socket).  The
  * wait-up can go to a process that is dying and never accepts: so every
  * FCGI_FRONT_ACCEPT_TICK_MS a thread tries accept4() anyway. */
-static fcgi_front_event fcgi_front_wait(int ep) {
+static fcgi_front_event fcgi_front_wait(int ep, int tick_ms) {
     struct epoll_event ev[3];
     for (;;) {
-        int n = epoll_wait(ep, ev, 3, FCGI_FRONT_ACCEPT_TICK_MS);
+        int n = epoll_wait(ep, ev, 3, tick_ms);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -472,11 +490,11 @@ static int fcgi_front_grow(fcgi_front *f);
 
 /* Wait for the next event, counted as idle meanwhile.  The last idle
  * thread going busy tells the main thread (THE THREAD RULE). */
-static fcgi_front_event fcgi_front_next(fcgi_front *f, int ep) {
+static fcgi_front_event fcgi_front_next(fcgi_front *f, int ep, int tick_ms) {
     pthread_mutex_lock(&f->grow_lock);
     f->idle++;
     pthread_mutex_unlock(&f->grow_lock);
-    fcgi_front_event e = fcgi_front_wait(ep);
+    fcgi_front_event e = fcgi_front_wait(ep, tick_ms);
     pthread_mutex_lock(&f->grow_lock);
     int tell = --f->idle == 0 && f->started < f->max;
     pthread_mutex_unlock(&f->grow_lock);
@@ -498,6 +516,54 @@ static int fcgi_front_short(fcgi_front *f) {
         return -1;
     struct pollfd p = {f->listen_fd, POLLIN, 0};
     return poll(&p, 1, 0) > 0;
+}
+
+/* Whether pid's parent is ours (a worker of the same pool). */
+static int fcgi_front_is_sibling(int32_t pid) {
+    char path[64], st[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *fp = fopen(path, "re");
+    if (!fp)
+        return 0;
+    size_t n = fread(st, 1, sizeof st - 1, fp);
+    fclose(fp);
+    st[n] = '\0';
+    const char *close_paren = strrchr(st, ')');
+    int ppid = 0;
+    char state;
+    return close_paren && sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 &&
+           ppid == (int)getppid();
+}
+
+/* THE SHARING RULE's test: 1 when this thread should leave new connections
+ * to a sibling for now. */
+static int fcgi_front_yields(fcgi_front_thread *t) {
+    fcgi_front *f = t->f;
+    if (!f->sharing || !f->slots)
+        return 0;
+    int64_t mine = atomic_load(&f->counters->parked);
+    if (mine <= FCGI_FRONT_SHARE_SLACK)
+        return 0;
+    int64_t least = -1;
+    int32_t self = (int32_t)getpid();
+    for (size_t i = 0; i < WAKE_SLOTS; i++) {
+        int32_t pid = atomic_load(&f->slots[i].pid);
+        if (pid <= 0 || pid == self)
+            continue;
+        if (t->seen_pid[i] != pid) {
+            t->seen_pid[i] = pid;
+            t->sibling[i] = (char)fcgi_front_is_sibling(pid);
+        }
+        if (!t->sibling[i] || kill(pid, 0) != 0)
+            continue; /* not of this pool, or gone (its slot not yet folded) */
+        int64_t v = atomic_load(&handler_counters_of((wake_slot *)&f->slots[i])->parked);
+        if (least < 0 || v < least)
+            least = v;
+    }
+    if (least < 0)
+        return 0; /* no live sibling: take everything */
+    return mine > least + FCGI_FRONT_SHARE_SLACK ||
+           (mine >= f->cfg->max_parked && least < f->cfg->max_parked);
 }
 
 static void *fcgi_front_thread_main(void *arg) {
@@ -525,13 +591,25 @@ static void *fcgi_front_thread_main(void *arg) {
             close(ep);
         return NULL;
     }
-    while ((e = fcgi_front_next(f, ep)) != FCGI_FRONT_STOP) {
+    for (int listening = 1;;) {
+        int yields = fcgi_front_yields(t);
+        if (yields == listening) { /* THE SHARING RULE: leave the socket, or come back */
+            if (epoll_ctl(ep, yields ? EPOLL_CTL_DEL : EPOLL_CTL_ADD, f->listen_fd,
+                          yields ? NULL : &lev) == 0)
+                listening = !yields;
+        }
+        e = fcgi_front_next(f, ep, listening ? FCGI_FRONT_ACCEPT_TICK_MS
+                                             : FCGI_FRONT_SHARE_TICK_MS);
+        if (e == FCGI_FRONT_STOP)
+            break;
         if (e == FCGI_FRONT_READY) {
             waiter *w = fcgi_front_ready_pop(f);
             if (w)
                 fcgi_front_resume(t, w);
             continue;
         }
+        if (!listening)
+            continue; /* a tick: look at the counts again */
         int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
@@ -616,7 +694,9 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) 
     wake_slot *slot;
     handler_counters *counters = fcgi_front_counters(cfg, &slot_wake, &slot);
     fcgi_front f = {.cfg = cfg, .listen_fd = listen_fd, .counters = counters,
-                    .web_addrs = getenv("FCGI_WEB_SERVER_ADDRS"), .patient = patient};
+                    .web_addrs = getenv("FCGI_WEB_SERVER_ADDRS"), .patient = patient,
+                    .sharing = ready_fd >= 0 && cfg->workers > 1,
+                    .slots = slot ? wake_slots(slot_wake) : NULL};
     if (guard_open(&f.lim, cfg->db, err, sizeof err) != 0)
         fprintf(stderr, "holdfast[%d]: warning: %s: max_parked_per_client and publish_rate "
                         "are not enforced\n", (int)getpid(), err);

@@ -455,3 +455,27 @@ class FullDiskTest(PoolTestBase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class SharingTest(PoolTestBase):
+
+    def test_p11_parked_subscribers_spread_over_the_workers_of_a_unix_socket(self):
+        """On one unix listener, EPOLLEXCLUSIVE woke the same worker for
+        nearly every connection: with 2 workers of max_parked 50, 90
+        subscribers got ~40 503s while the other worker held a handful.  The
+        workers share them now: every one parks, neither holds all."""
+        srv = self.serve(workers=2, config={'max_parked': '50'})
+        conns = []
+        self.addCleanup(close_all, conns)
+        for _ in range(9):   # in bursts, as re-polls arrive
+            conns += park_many(srv.addr, 10, '/sub/share', 'timeout=30')
+            time.sleep(0.05)
+        hfutil.wait_for(lambda: stats(srv.addr)['parked'] + stats(srv.addr)['refused'] >= 90,
+                        15, what='90 subscribers parked or refused')
+        st = stats(srv.addr)
+        split = sorted(w['waiting'] for w in st['workers'])
+        self.assertEqual((st['parked'], st['refused']), (90, 0), split)
+        self.assertGreaterEqual(split[0], 30, split)
+        self.assertEqual(publish(srv.addr, 'share', 'x')[0], 201)
+        answers = collect(conns, 15)
+        self.assertEqual([a[0] if a else None for a in answers], [200] * 90)
