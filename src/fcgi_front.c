@@ -87,9 +87,11 @@ typedef struct {
      * than FCGI_FRONT_SHARE_SLACK waiting subscribers above its least
      * loaded live sibling, or max_parked while a sibling has room, takes
      * the listener out of its epoll set until that is no longer so; the
-     * least loaded worker always listens, so a connection always has a
-     * taker.  A thread woken for a connection takes it whatever the counts
-     * say.  Siblings: live processes in the wake file's slots whose parent
+     * least loaded worker always listens, and a connection still queued
+     * after two of a yielding thread's ticks is taken by it anyway (a
+     * sibling may be alive but not accepting: patient, or stopped), so a
+     * connection always has a taker.  A thread woken for a connection
+     * takes it whatever the counts say.  Siblings: live processes in the wake file's slots whose parent
      * is this worker's (the supervisor). */
     int sharing;
     const wake_slot *slots; /* the wake file's, or NULL */
@@ -591,8 +593,13 @@ static void *fcgi_front_thread_main(void *arg) {
             close(ep);
         return NULL;
     }
-    for (int listening = 1;;) {
-        int yields = fcgi_front_yields(t);
+    for (int listening = 1, queued = 0;;) {
+        /* A connection left queued for two ticks while this thread yields:
+         * no sibling is taking them (one not ready yet, or stopped), so
+         * this one does -- the rule may delay a connection, never strand it. */
+        struct pollfd lp = {f->listen_fd, POLLIN, 0};
+        queued = !listening && poll(&lp, 1, 0) > 0 ? queued + 1 : 0;
+        int yields = queued < 2 && fcgi_front_yields(t);
         if (yields == listening) { /* THE SHARING RULE: leave the socket, or come back */
             if (epoll_ctl(ep, yields ? EPOLL_CTL_DEL : EPOLL_CTL_ADD, f->listen_fd,
                           yields ? NULL : &lev) == 0)

@@ -479,3 +479,27 @@ class SharingTest(PoolTestBase):
         self.assertEqual(publish(srv.addr, 'share', 'x')[0], 201)
         answers = collect(conns, 15)
         self.assertEqual([a[0] if a else None for a in answers], [200] * 90)
+
+    def test_p12_a_sibling_that_does_not_accept_never_strands_a_connection(self):
+        """A worker that holds many subscribers yields to an emptier sibling;
+        if that sibling is alive but not accepting (stopped here; a new
+        worker not yet ready is the same), queued connections are taken by
+        the yielding worker anyway."""
+        srv = self.serve(workers=2)
+        stopped, running = srv.worker_pids()
+        os.kill(stopped, signal.SIGSTOP)
+        self.addCleanup(lambda: os.kill(stopped, signal.SIGCONT))
+        conns = []
+        self.addCleanup(close_all, conns)
+        for _ in range(4):
+            conns += park_many(srv.addr, 10, '/sub/strand', 'timeout=30')
+        hfutil.wait_for(lambda: stats(srv.addr)['parked'] >= 40, 20, what='40 parked')
+        waiting = {w['pid']: w['waiting'] for w in stats(srv.addr)['workers']}
+        self.assertEqual(waiting.get(running), 40, waiting)
+        for _ in range(5):   # the running worker yields now, but still answers
+            t0 = time.monotonic()
+            self.assertEqual(request(srv.addr, 'GET', '/health', timeout=5)[0], 200)
+            self.assertLess(time.monotonic() - t0, 2)
+        self.assertEqual(publish(srv.addr, 'strand', 'x')[0], 201)
+        answers = collect(conns, 15)
+        self.assertEqual([a[0] if a else None for a in answers], [200] * 40)
