@@ -56,6 +56,8 @@
 #define FCGI_FRONT_GROW_MS 20             /* see THE THREAD RULE */
 #define FCGI_FRONT_SHARE_SLACK 16         /* see THE SHARING RULE */
 #define FCGI_FRONT_SHARE_TICK_MS 20       /* a yielding thread looks again this often */
+#define FCGI_FRONT_SHARE_LOOK_MS 1        /* the siblings' counts are this fresh */
+#define FCGI_FRONT_SHARE_STUCK 5          /* ticks a connection may wait for a sibling */
 
 typedef struct {
     const config *cfg;
@@ -88,11 +90,13 @@ typedef struct {
      * loaded live sibling, or max_parked while a sibling has room, takes
      * the listener out of its epoll set until that is no longer so; the
      * least loaded worker always listens, and a connection still queued
-     * after two of a yielding thread's ticks is taken by it anyway (a
-     * sibling may be alive but not accepting: patient, or stopped), so a
-     * connection always has a taker.  A thread woken for a connection
-     * takes it whatever the counts say.  Siblings: live processes in the wake file's slots whose parent
-     * is this worker's (the supervisor). */
+     * after FCGI_FRONT_SHARE_STUCK of a yielding thread's ticks is taken
+     * by it anyway (a sibling may be alive but not accepting: patient, or
+     * stopped), so a connection always has a taker.  A thread woken for a connection
+     * takes it whatever the counts say.  Siblings: live processes in the
+     * wake file's slots whose parent is this worker's (the supervisor); the
+     * least loaded one's count is looked up at most once a millisecond per
+     * thread (FCGI_FRONT_SHARE_LOOK_MS). */
     int sharing;
     const wake_slot *slots; /* the wake file's, or NULL */
     pthread_mutex_t grow_lock;
@@ -177,6 +181,7 @@ typedef struct fcgi_front_thread {
     unsigned char in[16384];
     int32_t seen_pid[WAKE_SLOTS]; /* the pid last classified in each slot */
     char sibling[WAKE_SLOTS];     /* ... and whether it is this worker's sibling */
+    int64_t least, least_at;      /* the least loaded sibling's count (-1: none), and when */
 } fcgi_front_thread;
 
 /* Feed in[*off..got) to the reader until an event that matters: MORE when
@@ -537,15 +542,13 @@ static int fcgi_front_is_sibling(int32_t pid) {
            ppid == (int)getppid();
 }
 
-/* THE SHARING RULE's test: 1 when this thread should leave new connections
- * to a sibling for now. */
-static int fcgi_front_yields(fcgi_front_thread *t) {
+/* The waiting subscribers of the least loaded live sibling, -1 when there
+ * is none; looked up at most every FCGI_FRONT_SHARE_LOOK_MS. */
+static int64_t fcgi_front_least(fcgi_front_thread *t) {
     fcgi_front *f = t->f;
-    if (!f->sharing || !f->slots)
-        return 0;
-    int64_t mine = atomic_load(&f->counters->parked);
-    if (mine <= FCGI_FRONT_SHARE_SLACK)
-        return 0;
+    int64_t now = clock_mono_ms();
+    if (t->least_at && now - t->least_at < FCGI_FRONT_SHARE_LOOK_MS)
+        return t->least;
     int64_t least = -1;
     int32_t self = (int32_t)getpid();
     for (size_t i = 0; i < WAKE_SLOTS; i++) {
@@ -562,10 +565,23 @@ static int fcgi_front_yields(fcgi_front_thread *t) {
         if (least < 0 || v < least)
             least = v;
     }
-    if (least < 0)
-        return 0; /* no live sibling: take everything */
-    return mine > least + FCGI_FRONT_SHARE_SLACK ||
-           (mine >= f->cfg->max_parked && least < f->cfg->max_parked);
+    t->least = least;
+    t->least_at = now;
+    return least;
+}
+
+/* THE SHARING RULE's test: 1 when this thread should leave new connections
+ * to a sibling for now. */
+static int fcgi_front_yields(fcgi_front_thread *t) {
+    fcgi_front *f = t->f;
+    if (!f->sharing || !f->slots)
+        return 0;
+    int64_t mine = atomic_load(&f->counters->parked);
+    if (mine <= FCGI_FRONT_SHARE_SLACK)
+        return 0;
+    int64_t least = fcgi_front_least(t); /* -1: no live sibling, take everything */
+    return least >= 0 && (mine > least + FCGI_FRONT_SHARE_SLACK ||
+                          (mine >= f->cfg->max_parked && least < f->cfg->max_parked));
 }
 
 static void *fcgi_front_thread_main(void *arg) {
@@ -594,12 +610,13 @@ static void *fcgi_front_thread_main(void *arg) {
         return NULL;
     }
     for (int listening = 1, queued = 0;;) {
-        /* A connection left queued for two ticks while this thread yields:
-         * no sibling is taking them (one not ready yet, or stopped), so
-         * this one does -- the rule may delay a connection, never strand it. */
+        /* A connection left queued FCGI_FRONT_SHARE_STUCK ticks while this
+         * thread yields: no sibling is taking them (one not ready yet, or
+         * stopped), so this one does -- the rule may delay a connection,
+         * never strand it. */
         struct pollfd lp = {f->listen_fd, POLLIN, 0};
         queued = !listening && poll(&lp, 1, 0) > 0 ? queued + 1 : 0;
-        int yields = queued < 2 && fcgi_front_yields(t);
+        int yields = queued < FCGI_FRONT_SHARE_STUCK && fcgi_front_yields(t);
         if (yields == listening) { /* THE SHARING RULE: leave the socket, or come back */
             if (epoll_ctl(ep, yields ? EPOLL_CTL_DEL : EPOLL_CTL_ADD, f->listen_fd,
                           yields ? NULL : &lev) == 0)

@@ -497,9 +497,7 @@ class SharingTest(PoolTestBase):
         waiting = {w['pid']: w['waiting'] for w in stats(srv.addr)['workers']}
         self.assertEqual(waiting.get(running), 40, waiting)
         for _ in range(5):   # the running worker yields now, but still answers
-            t0 = time.monotonic()
             self.assertEqual(request(srv.addr, 'GET', '/health', timeout=5)[0], 200)
-            self.assertLess(time.monotonic() - t0, 2)
         self.assertEqual(publish(srv.addr, 'strand', 'x')[0], 201)
         answers = collect(conns, 15)
         self.assertEqual([a[0] if a else None for a in answers], [200] * 40)
