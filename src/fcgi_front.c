@@ -58,6 +58,7 @@
 #define FCGI_FRONT_SHARE_TICK_MS 20       /* a yielding thread looks again this often */
 #define FCGI_FRONT_SHARE_LOOK_MS 1        /* the siblings' counts are this fresh */
 #define FCGI_FRONT_SHARE_STUCK 5          /* ticks a connection may wait for a sibling */
+#define FCGI_FRONT_DRAIN_MAX 64           /* accepts in a row after a lost wake-up */
 
 typedef struct {
     const config *cfg;
@@ -466,7 +467,12 @@ static void fcgi_front_resume(fcgi_front_thread *t, waiter *w) {
 }
 
 /* What woke an accepting thread. */
-typedef enum { FCGI_FRONT_STOP = 1, FCGI_FRONT_ACCEPT, FCGI_FRONT_READY } fcgi_front_event;
+typedef enum {
+    FCGI_FRONT_STOP = 1,
+    FCGI_FRONT_ACCEPT, /* the listener is readable */
+    FCGI_FRONT_READY,  /* the ready queue may hold a request */
+    FCGI_FRONT_TICK    /* nothing within the tick */
+} fcgi_front_event;
 
 /* Wait for a connection, a request the dispatcher read, or the stop
  * signal.  Each thread has its own epoll set with the listen socket added
@@ -482,6 +488,8 @@ static fcgi_front_event fcgi_front_wait(int ep, int tick_ms) {
             continue;
         if (n < 0)
             return FCGI_FRONT_STOP;
+        if (n == 0)
+            return FCGI_FRONT_TICK;
         fcgi_front_event e = FCGI_FRONT_ACCEPT;
         for (int i = 0; i < n; i++) {
             if (ev[i].data.u32 == FCGI_FRONT_STOP)
@@ -595,7 +603,7 @@ static void *fcgi_front_thread_main(void *arg) {
     struct epoll_event sev = {.events = EPOLLIN, .data.u32 = FCGI_FRONT_STOP};
     struct epoll_event rev = {.events = EPOLLIN, .data.u32 = FCGI_FRONT_READY};
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    fcgi_front_event e;
+    fcgi_front_event e = FCGI_FRONT_TICK;
     struct pollfd stop = {f->stop_fd, POLLIN, 0};
     /* A patient worker leaves the connections to the running ones until
      * it has the log open. */
@@ -609,37 +617,46 @@ static void *fcgi_front_thread_main(void *arg) {
             close(ep);
         return NULL;
     }
-    for (int listening = 1, queued = 0;;) {
-        /* A connection left queued FCGI_FRONT_SHARE_STUCK ticks while this
-         * thread yields: no sibling is taking them (one not ready yet, or
-         * stopped), so this one does -- the rule may delay a connection,
-         * never strand it. */
-        struct pollfd lp = {f->listen_fd, POLLIN, 0};
-        queued = !listening && poll(&lp, 1, 0) > 0 ? queued + 1 : 0;
-        int yields = queued < FCGI_FRONT_SHARE_STUCK && fcgi_front_yields(t);
-        if (yields == listening) { /* THE SHARING RULE: leave the socket, or come back */
-            if (epoll_ctl(ep, yields ? EPOLL_CTL_DEL : EPOLL_CTL_ADD, f->listen_fd,
-                          yields ? NULL : &lev) == 0)
-                listening = !yields;
+    for (int listening = 1, queued = 0, drain = 0;;) {
+        if (drain == 0) {
+            /* A connection left queued FCGI_FRONT_SHARE_STUCK ticks while
+             * this thread yields: no sibling is taking them (one not ready
+             * yet, or stopped), so this one does -- the rule may delay a
+             * connection, never strand it. */
+            struct pollfd lp = {f->listen_fd, POLLIN, 0};
+            queued = !listening && poll(&lp, 1, 0) > 0 ? queued + 1 : 0;
+            int yields = queued < FCGI_FRONT_SHARE_STUCK && fcgi_front_yields(t);
+            if (yields == listening) { /* THE SHARING RULE: leave the socket, or come back */
+                if (epoll_ctl(ep, yields ? EPOLL_CTL_DEL : EPOLL_CTL_ADD, f->listen_fd,
+                              yields ? NULL : &lev) == 0)
+                    listening = !yields;
+            }
+            e = fcgi_front_next(f, ep, listening ? FCGI_FRONT_ACCEPT_TICK_MS
+                                                 : FCGI_FRONT_SHARE_TICK_MS);
+            if (e == FCGI_FRONT_STOP)
+                break;
+            if (e == FCGI_FRONT_READY) {
+                waiter *w = fcgi_front_ready_pop(f);
+                if (w)
+                    fcgi_front_resume(t, w);
+                continue;
+            }
+            if (!listening)
+                continue; /* a tick: look at the counts again */
         }
-        e = fcgi_front_next(f, ep, listening ? FCGI_FRONT_ACCEPT_TICK_MS
-                                             : FCGI_FRONT_SHARE_TICK_MS);
-        if (e == FCGI_FRONT_STOP)
-            break;
-        if (e == FCGI_FRONT_READY) {
-            waiter *w = fcgi_front_ready_pop(f);
-            if (w)
-                fcgi_front_resume(t, w);
-            continue;
-        }
-        if (!listening)
-            continue; /* a tick: look at the counts again */
+        /* A connection found by a tick, or taken over from siblings that do
+         * not take theirs: its wake-up went to a process that does not
+         * accept, and so may the next ones' -- take what is queued (at
+         * most FCGI_FRONT_DRAIN_MAX) before waiting again. */
+        int lost = drain > 0 || e == FCGI_FRONT_TICK || queued >= FCGI_FRONT_SHARE_STUCK;
         int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
+            drain = 0;
             if (errno == EMFILE || errno == ENFILE)
                 poll(NULL, 0, 20); /* out of descriptors: let some go */
             continue;             /* EAGAIN: another thread or process won */
         }
+        drain = !lost ? 0 : drain > 0 ? drain - 1 : FCGI_FRONT_DRAIN_MAX;
         if (!fcgi_front_peer_ok(f, fd)) {
             close(fd);
             continue;
