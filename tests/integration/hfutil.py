@@ -518,6 +518,11 @@ def settles_publishing(text):
 RELAXED = (('max_parked_per_client', '0'), ('publish_rate', '0'))
 
 
+def env_settles_publishing(env):
+    """True when environment variables say who may publish."""
+    return any(k in env for k in ('HOLDFAST_PUBLISH', 'HOLDFAST_PUBLISH_KEY'))
+
+
 def open_publishing(text):
     """Tests about something else than access publish without a key, as
     before publishing was closed by default: settings that do not say who
@@ -591,8 +596,8 @@ class HoldfastServer(TrackedServer):
         self.threads = threads
         self.config_path = os.path.join(tmpdir, 'holdfast.conf')
         env = env or {}
-        settled = any(k in env for k in ('HOLDFAST_PUBLISH', 'HOLDFAST_PUBLISH_KEY'))
-        write_config(self.config_path, config or '', closed=closed, settled=settled)
+        write_config(self.config_path, config or '', closed=closed,
+                     settled=env_settles_publishing(env))
         self.env = clean_env(**env)
         self.proc = None
         self.log_path = os.path.join(tmpdir, 'serve.log')
@@ -681,8 +686,7 @@ def open_env(env, config_path=None):
         with open(config_path) as f:
             text = f.read()
     keys = top_level_keys(text)
-    if not (settles_publishing(text) or
-            any(k in env for k in ('HOLDFAST_PUBLISH', 'HOLDFAST_PUBLISH_KEY'))):
+    if not (settles_publishing(text) or env_settles_publishing(env)):
         env['HOLDFAST_PUBLISH'] = 'anyone'
     for key, value in RELAXED:
         if key not in keys:
