@@ -1,5 +1,5 @@
 #!/bin/sh
-# deploy/install-deps.sh [build|demo|test|all] -- install from Debian's
+# deploy/install-deps.sh [build|demo|test|bench|all] -- install from Debian's
 # packages what holdfast needs and is missing.  Needs root (or sudo); does
 # nothing when everything is present.
 #   build  compile holdfast
@@ -10,15 +10,19 @@
 #          every deploy/ configuration (tests/deploy/run.sh): apache2 brings
 #          mod_proxy_fcgi, mod_cgi/mod_cgid and mod_setenvif, mod_fcgid is
 #          libapache2-mod-fcgid, nginx-light has the FastCGI module
+#   bench  build + what tests/bench/compare-nchan runs: Check (lpload is a
+#          test program), nginx with nchan, wrk, python3, curl
 set -eu
 build="autoconf automake libtool pkg-config make gcc libfcgi-dev libsqlite3-dev libjansson-dev libssl-dev sqlite3"
 demo="lighttpd curl"
+bench="check nginx-light libnginx-mod-nchan wrk python3 curl"
 test="check valgrind clang libclang-rt-14-dev lighttpd nginx-light apache2 libapache2-mod-fcgid curl python3 php-cli chromium"
 case "${1:-all}" in
   build) want=$build ;;
   demo) want="$build $demo" ;;
+  bench) want="$build $bench" ;;
   test|all) want="$build $test" ;;
-  *) echo "usage: $0 [build|demo|test|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|demo|test|bench|all]" >&2; exit 2 ;;
 esac
 missing=""
 for p in $want; do

@@ -23,6 +23,14 @@
  * web server would lose the answer.  No descriptor is ever read or closed
  * by anyone else: libfcgi, which accepted on its own after a protocol
  * error, is not used.
+ *
+ * A connection the web server keeps (FCGI_KEEP_CONN, answered whole and
+ * read to its end) is not closed: it goes to the dispatcher, which reads
+ * its next request (KEPT CONNECTIONS in worker.c) and gives it back through
+ * fcgi_front_read_done -- where a poll, a health or stats request, or a
+ * refusal is answered at once on the dispatcher thread (THE INLINE RULE:
+ * none of them waits for the database's write lock), and anything else
+ * (a publish) is queued for the accepting threads.
  */
 #include "fcgi_front.h"
 
@@ -59,6 +67,7 @@
 #define FCGI_FRONT_SHARE_LOOK_MS 1        /* the siblings' counts are this fresh */
 #define FCGI_FRONT_SHARE_STUCK 5          /* ticks a connection may wait for a sibling */
 #define FCGI_FRONT_DRAIN_MAX 64           /* accepts in a row after a lost wake-up */
+#define FCGI_FRONT_IDLE_MS (10 * 60000)   /* a kept connection's wait for its next request */
 
 typedef struct {
     const config *cfg;
@@ -105,6 +114,7 @@ typedef struct {
     pthread_t *tids;              /* [max] */
     int max, started, idle;       /* idle: threads waiting for an event */
     int stopping;                 /* set before the joins: no more growth */
+    struct fcgi_front_thread *disp; /* THE INLINE RULE's context (dispatcher thread) */
 } fcgi_front;
 
 /* Written by the signal handler; every accepting thread polls it. */
@@ -183,6 +193,7 @@ typedef struct fcgi_front_thread {
     int32_t seen_pid[WAKE_SLOTS]; /* the pid last classified in each slot */
     char sibling[WAKE_SLOTS];     /* ... and whether it is this worker's sibling */
     int64_t least, least_at;      /* the least loaded sibling's count (-1: none), and when */
+    int opened;                   /* h is open (the dispatcher's context opens it late) */
 } fcgi_front_thread;
 
 /* Feed in[*off..got) to the reader until an event that matters: MORE when
@@ -285,14 +296,9 @@ static int fcgi_front_read_more(void *ud, waiter *w) {
     }
 }
 
-/* worker_front.done: the dispatcher gives a request back; queue it for
- * the threads. */
-static void fcgi_front_read_done(void *ud, waiter *w, int late) {
-    fcgi_front *f = ud;
-    fcgi_front_pending *pd = w->intake;
+/* Queue a request the dispatcher read for the accepting threads. */
+static void fcgi_front_ready_push(fcgi_front *f, waiter *w) {
     uint64_t one = 1;
-    if (late)
-        pd->res = FCGI_FRONT_LATE;
     w->out_next = NULL;
     pthread_mutex_lock(&f->ready_lock);
     if (f->ready_tail)
@@ -348,14 +354,30 @@ static void fcgi_front_defer(fcgi_front_thread *t, int fd, int64_t deadline) {
         fcgi_front_pending_free(w);
 }
 
+/* worker_front.again: w's answer is out and its connection kept; read its
+ * next request. */
+static int fcgi_front_again(void *ud, waiter *w) {
+    fcgi_front *f = ud;
+    fcgi_front_pending *pd = malloc(sizeof *pd);
+    if (!pd)
+        return -1;
+    fcgi_proto_init(&pd->p, FCGI_FRONT_PARAMS_MAX, (size_t)f->cfg->max_body);
+    pd->res = FCGI_FRONT_MORE;
+    pd->clean = 0;
+    w->intake = pd;
+    return 0;
+}
+
 /* Park a subscriber; on a refusal the caller answers it. */
 static worker_park_result fcgi_front_park(fcgi_front *f, const request *r, int fd,
-                                          uint16_t reqid, int64_t cursor, const char *epoch) {
+                                          uint16_t reqid, int keep, int64_t cursor,
+                                          const char *epoch) {
     waiter *w = waiter_new(r->channels, r->nchannels);
     if (!w)
         return WORKER_PARK_FULL;
     w->fd = fd;
     w->reqid = reqid;
+    w->keep = (uint8_t)keep;
     w->format = (uint8_t)r->format;
     w->cursor = cursor;
     memcpy(w->epoch, epoch, sizeof w->epoch);
@@ -370,13 +392,15 @@ static worker_park_result fcgi_front_park(fcgi_front *f, const request *r, int f
 }
 
 /* Send t->resp and close: at once when the socket takes it all and the
- * input was read to its end, else through the dispatcher. */
+ * input was read to its end, else through the dispatcher -- which also
+ * keeps a connection the web server keeps (KEPT CONNECTIONS). */
 static void fcgi_front_answer(fcgi_front_thread *t, int fd) {
+    int keep = t->p.keep_conn && t->clean;
     buf_reset(&t->out);
     fcgi_proto_frame(&t->out, t->p.reqid, t->resp.p, t->resp.len);
     ssize_t n = t->out.oom ? -1 : write(fd, t->out.p, t->out.len);
     size_t off = n > 0 ? (size_t)n : 0;
-    if (off == t->out.len && t->clean) {
+    if (off == t->out.len && t->clean && !keep) {
         close(fd);
         return;
     }
@@ -393,6 +417,7 @@ static void fcgi_front_answer(fcgi_front_thread *t, int fd) {
     w->pending = pending;
     w->pending_off = off;
     w->linger = !t->clean;
+    w->keep = (uint8_t)keep;
     if (worker_adopt(t->f->wk, w) != 0) {
         buf_free(pending);
         free(pending);
@@ -425,7 +450,8 @@ static void fcgi_front_finish(fcgi_front_thread *t, int fd, fcgi_front_intake re
                            epoch) == HANDLER_DONE) {
         fcgi_front_answer(t, fd);
     } else {
-        worker_park_result park = fcgi_front_park(f, &t->r, fd, t->p.reqid, cursor, epoch);
+        worker_park_result park = fcgi_front_park(f, &t->r, fd, t->p.reqid,
+                                                  t->p.keep_conn && t->clean, cursor, epoch);
         if (park == WORKER_PARK_CLIENT)
             reply_error(&t->resp, 429, cors, "too_many_subscribers",
                         "this client already holds max_parked_per_client waiting subscribes",
@@ -464,6 +490,57 @@ static void fcgi_front_resume(fcgi_front_thread *t, waiter *w) {
     free(pd);
     waiter_free(w);
     fcgi_front_finish(t, fd, res);
+}
+
+/* THE INLINE RULE: answer (or park) on the dispatcher thread a request
+ * the dispatcher read whole that cannot wait for the write lock; 1 when
+ * done, 0 to queue it for the accepting threads. */
+static int fcgi_front_inline(fcgi_front *f, waiter *w) {
+    fcgi_front_pending *pd = w->intake;
+    fcgi_front_thread *t = f->disp;
+    char err[512];
+    if (!t || pd->res != FCGI_FRONT_WHOLE || !pd->p.params_done || pd->p.params_over)
+        return 0;
+    request_limits lim = handler_limits(f->cfg);
+    request_route route = request_parse(&t->r, pd->p.envp, &lim);
+    if (route != ROUTE_SUB && route != ROUTE_HEALTH && route != ROUTE_STATS &&
+        route != ROUTE_PREFLIGHT && route != ROUTE_ERROR)
+        return 0;
+    if (!t->opened) {
+        handler_open(&t->h, f->cfg, f->counters, f->lim, err, sizeof err); /* 503s until open */
+        t->opened = 1;
+    }
+    int fd = w->fd;
+    t->p = pd->p; /* r points into it: it moves, buffers and all */
+    t->clean = pd->clean;
+    t->parsed = 1;
+    buf_reset(&t->resp);
+    free(pd);
+    waiter_free(w);
+    worker_settled(f->wk, &t->h);
+    if (route == ROUTE_ERROR) {
+        handler_run(&t->h, &t->r, NULL, 0, &t->resp, NULL, NULL);
+        fcgi_front_finish(t, fd, FCGI_FRONT_REFUSED);
+    } else {
+        fcgi_front_finish(t, fd, FCGI_FRONT_WHOLE);
+    }
+    return 1;
+}
+
+/* worker_front.done: the dispatcher gives a request back: close it if
+ * nothing came, answer it here (THE INLINE RULE), or queue it for the
+ * threads. */
+static void fcgi_front_read_done(void *ud, waiter *w, int late) {
+    fcgi_front *f = ud;
+    fcgi_front_pending *pd = w->intake;
+    if (late)
+        pd->res = FCGI_FRONT_LATE;
+    if (pd->res == FCGI_FRONT_BROKEN || (pd->res == FCGI_FRONT_LATE && !pd->p.begun)) {
+        fcgi_front_pending_free(w); /* the web server left, or never began */
+        return;
+    }
+    if (!fcgi_front_inline(f, w))
+        fcgi_front_ready_push(f, w);
 }
 
 /* What woke an accepting thread. */
@@ -747,8 +824,16 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) 
     fcgi_front_raise_nofile();
     fcgi_front_signals();
     fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
+    static fcgi_front_thread disp; /* one front per process */
+    memset(&disp, 0, sizeof disp);
+    disp.f = &f;
+    buf_init(&disp.out);
+    buf_init(&disp.resp);
+    f.disp = &disp;
     worker_front ops = {.frame = fcgi_front_frame_waiter, .read = fcgi_front_read_more,
-                        .done = fcgi_front_read_done, .ud = &f};
+                        .done = fcgi_front_read_done, .again = fcgi_front_again,
+                        .idle_ms = FCGI_FRONT_IDLE_MS, .request_ms = FCGI_FRONT_REQUEST_MS,
+                        .ud = &f};
     pthread_mutex_init(&f.ready_lock, NULL);
     f.ready_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (f.ready_fd < 0 || worker_start(&f.wk, cfg, counters, f.lim, &ops, err, sizeof err)) {
@@ -806,6 +891,10 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) 
         buf_free(&f.ts[i].resp);
     }
     worker_stop(f.wk); /* answers every parked subscriber */
+    if (disp.opened)
+        handler_close(&disp.h);
+    buf_free(&disp.out);
+    buf_free(&disp.resp);
     for (waiter *w; (w = fcgi_front_ready_pop(&f)) != NULL;)
         fcgi_front_pending_free(w); /* read, but no thread is left to answer */
     close(f.ready_fd);

@@ -350,6 +350,12 @@ static handler_result handler_sub(handler *h, const request *r, buf *out, int64_
     int key;
     if (handler_admit(h, r, 0, cors, out, &key) != AUTH_OK)
         return HANDLER_DONE;
+    if (h->settled && r->timeout_s > 0 && r->since >= 0 && r->since == h->settled_head &&
+        r->has_epoch && !strcmp(r->epoch, h->settled_epoch)) {
+        *cursor = r->since; /* THE SETTLED HINT: the dispatcher's pass covers the rest */
+        memcpy(epoch, h->settled_epoch, sizeof h->settled_epoch);
+        return HANDLER_PARK;
+    }
     handler_check_db(h, 0);
     if (handler_read(h, r, r->since, r->has_epoch ? r->epoch : NULL, &b)) {
         msglog_batch_free(&b);

@@ -60,6 +60,13 @@ typedef struct {
     int64_t checked_ms;
     int64_t retry_ms;  /* when the storage may be tried again */
     char err[384];     /* why the storage is unavailable */
+    /* THE SETTLED HINT (the dispatcher's context only, see worker.c's WAKE
+     * RULE): when `settled`, nothing above settled_head in settled_epoch
+     * escapes the dispatcher's next pass, so a subscribe exactly there
+     * parks without a read. */
+    int settled;
+    int64_t settled_head;
+    char settled_epoch[MSGLOG_EPOCH_LEN + 1];
 } handler;
 
 /* What handler_check_db found. */

@@ -33,6 +33,7 @@ struct waiter {
     uint8_t state;       /* owner's: where the connection is in its life */
     uint8_t linger;      /* input may be left unread: drain before closing */
     uint8_t counted;     /* counted against its client's cap (limits_park) */
+    uint8_t keep;        /* the web server keeps the connection (FCGI_KEEP_CONN) */
     uint32_t mark;       /* dispatcher scratch: dedupe within one pass */
     size_t heap_idx;     /* position in the deadline heap */
     int64_t deadline_ms; /* monotonic clock: the poll's end, or the write's */

@@ -35,6 +35,17 @@
  * would reset it and the web server drop the answer): it is shut down for
  * writing and drained until the web server closes.
  *
+ * KEPT CONNECTIONS.  When the web server sets FCGI_KEEP_CONN (nginx with
+ * fastcgi_keep_conn on; Apache's mod_proxy_fcgi with enablereuse=on), an
+ * answer written whole does not close the connection: it goes to the idle
+ * list, and its next request is read here like a slow one (the front's
+ * read and done), so a re-poll costs nginx no connect and holdfast no
+ * accept or close.  An idle connection has front.idle_ms to begin its next
+ * request (the web server closes idle ones itself well before: nginx's
+ * keepalive_timeout is 60 s) and then front.request_ms to finish it.  A
+ * connection that lingers (input left unread) or is answered while the
+ * worker stops is closed as before.
+ *
  * STORAGE.  A dispatcher whose log or wake file cannot be opened keeps
  * running (the accepting threads answer 503) and tries again every
  * second; once both are open it starts the wake watcher and says ready.
@@ -89,6 +100,7 @@ struct worker {
     worker_fifo reading;  /* requests still arriving, for the front */
     worker_fifo writing;  /* answers going out */
     worker_fifo draining; /* answered, input still being read */
+    worker_fifo idle;     /* kept connections waiting for their next request */
     waiter **batch; /* waiters to re-read in this pass */
     size_t nbatch, capbatch;
     buf resp, body;
@@ -122,7 +134,8 @@ typedef enum {
     WORKER_PARKED = 0, /* waiting for news or its deadline */
     WORKER_READING,    /* its request is still arriving: the front reads it */
     WORKER_WRITING,    /* its answer is going out */
-    WORKER_DRAINING    /* answered; reading what the web server still sends */
+    WORKER_DRAINING,   /* answered; reading what the web server still sends */
+    WORKER_IDLE        /* answered and kept: waiting for the next request */
 } worker_state;
 
 static void worker_fifo_push(worker_fifo *f, waiter *w) {
@@ -154,6 +167,7 @@ static worker_fifo *worker_fifo_of(worker *wk, waiter *w) {
     return w->state == WORKER_READING    ? &wk->reading
            : w->state == WORKER_WRITING  ? &wk->writing
            : w->state == WORKER_DRAINING ? &wk->draining
+           : w->state == WORKER_IDLE     ? &wk->idle
                                          : NULL;
 }
 
@@ -182,7 +196,8 @@ static void worker_watch(worker *wk, waiter *w, uint32_t events) {
  * and the web server lose the answer (nginx: 502): say we are done
  * writing, then read and discard until it closes, within bounds. */
 static void worker_written(worker *wk, waiter *w) {
-    if (!w->linger) {
+    int keep = w->keep && !w->linger && !wk->stopping && wk->front.again(wk->front.ud, w) == 0;
+    if (!w->linger && !keep) {
         worker_drop(wk, w);
         return;
     }
@@ -190,6 +205,14 @@ static void worker_written(worker *wk, waiter *w) {
     buf_free(w->pending);
     free(w->pending);
     w->pending = NULL;
+    if (keep) { /* KEPT CONNECTIONS: wait for the next request */
+        w->keep = 0;
+        w->state = WORKER_IDLE;
+        w->deadline_ms = clock_mono_ms() + wk->front.idle_ms;
+        worker_fifo_push(&wk->idle, w);
+        worker_watch(wk, w, EPOLLIN | EPOLLRDHUP);
+        return;
+    }
     w->pending_off = 0; /* now: bytes drained */
     shutdown(w->fd, SHUT_WR);
     w->state = WORKER_DRAINING;
@@ -264,7 +287,7 @@ static void worker_send(worker *wk, waiter *w, const buf *resp) {
 
 /* Give a request still arriving back to the front: it is whole, or late. */
 static void worker_release(worker *wk, waiter *w, int late) {
-    worker_fifo_remove(&wk->reading, w);
+    worker_fifo_remove(worker_fifo_of(wk, w), w);
     epoll_ctl(wk->epfd, EPOLL_CTL_DEL, w->fd, NULL);
     w->state = WORKER_PARKED;
     wk->front.done(wk->front.ud, w, late);
@@ -277,6 +300,8 @@ static void worker_release(worker *wk, waiter *w, int late) {
 static void worker_expire_out(worker *wk, int64_t now) {
     while (wk->reading.head && (wk->reading.head->deadline_ms <= now || wk->stopping))
         worker_release(wk, wk->reading.head, 1);
+    while (wk->idle.head && (wk->idle.head->deadline_ms <= now || wk->stopping))
+        worker_release(wk, wk->idle.head, 1);
     worker_fifo *lists[] = {&wk->writing, &wk->draining};
     for (size_t i = 0; i < 2; i++)
         while (lists[i]->head && lists[i]->head->deadline_ms <= now)
@@ -501,8 +526,16 @@ static void worker_take_queue(worker *wk) {
         worker_answer_batch(wk);
 }
 
-/* Queue w for the dispatcher: 0, or -ENOMEM. */
+/* The dispatcher this thread runs, if it is one. */
+static _Thread_local worker *worker_self;
+
+/* Queue w for the dispatcher -- or, on the dispatcher thread itself (THE
+ * INLINE RULE in fcgi_front.c), take it at once: 0, or -ENOMEM. */
 static int worker_enqueue(worker *wk, waiter *w) {
+    if (worker_self == wk) {
+        worker_register(wk, w); /* a re-read it needs is answered after the events */
+        return 0;
+    }
     pthread_mutex_lock(&wk->lock);
     if (wk->nqueue == wk->capqueue) {
         size_t cap = wk->capqueue ? wk->capqueue * 2 : 64;
@@ -552,6 +585,15 @@ int worker_adopt(worker *wk, waiter *w) {
     return worker_enqueue(wk, w) == 0 ? 0 : -EAGAIN;
 }
 
+int worker_settled(worker *wk, handler *h) {
+    h->settled = wk->watching && wk->h.log && !wk->stopping;
+    if (h->settled) {
+        h->settled_head = wk->processed_head;
+        snprintf(h->settled_epoch, sizeof h->settled_epoch, "%s", msglog_epoch(wk->h.log));
+    }
+    return h->settled;
+}
+
 int worker_ready(worker *wk) {
     return atomic_load(&wk->ready);
 }
@@ -562,7 +604,7 @@ int worker_ready(worker *wk) {
  * write or a drain (and at most a second while the storage is down). */
 static int worker_timeout_ms(worker *wk) {
     waiter *due[] = {waiters_first_due(wk->ws), wk->reading.head, wk->writing.head,
-                     wk->draining.head};
+                     wk->draining.head, wk->idle.head};
     int64_t next = wk->watching ? INT64_MAX : clock_mono_ms() + WORKER_STORAGE_RETRY_MS;
     if (wk->stopping)
         return 50;
@@ -605,9 +647,15 @@ static void worker_event(worker *wk, struct epoll_event *ev, int *changed) {
         wk->stopping = 1;
     } else {
         waiter *w = p;
-        if (w->state == WORKER_READING) {
-            if (wk->front.read(wk->front.ud, w))
+        if (w->state == WORKER_READING || w->state == WORKER_IDLE) {
+            if (wk->front.read(wk->front.ud, w)) {
                 worker_release(wk, w, 0);
+            } else if (w->state == WORKER_IDLE) { /* it has begun: a request's time */
+                worker_fifo_remove(&wk->idle, w);
+                w->state = WORKER_READING;
+                w->deadline_ms = clock_mono_ms() + wk->front.request_ms;
+                worker_fifo_push(&wk->reading, w);
+            }
         } else if (w->state == WORKER_WRITING)
             worker_flush(wk, w); /* writable, or failed: flush finds out */
         else if (w->state == WORKER_DRAINING)
@@ -621,11 +669,14 @@ static void *worker_main(void *arg) {
     worker *wk = arg;
     struct epoll_event evs[WORKER_EVENTS];
     int64_t flush_deadline = 0;
+    worker_self = wk;
     for (;;) {
         int changed = 0;
         int n = epoll_wait(wk->epfd, evs, WORKER_EVENTS, worker_timeout_ms(wk));
         for (int i = 0; i < n; i++)
             worker_event(wk, &evs[i], &changed);
+        if (wk->nbatch)
+            worker_answer_batch(wk); /* waiters registered above that may have missed a pass */
         if (!wk->watching)
             worker_storage(wk);
         if (changed && wk->watching)
@@ -715,6 +766,8 @@ void worker_stop(worker *wk) {
     }
     while (wk->reading.head)
         worker_release(wk, wk->reading.head, 1);
+    while (wk->idle.head)
+        worker_release(wk, wk->idle.head, 1);
     while (wk->writing.head)
         worker_drop(wk, wk->writing.head);
     while (wk->draining.head)

@@ -31,6 +31,13 @@ typedef struct {
      * its deadline passed or the worker stops (late = 1).  The front owns
      * w and its fd again.  Runs on the dispatcher thread. */
     void (*done)(void *ud, waiter *w, int late);
+    /* w's answer is out and the web server keeps the connection (w->keep):
+     * set w->intake up for its next request; 0, or -1 to close instead.
+     * Runs on the dispatcher thread. */
+    int (*again)(void *ud, waiter *w);
+    /* How long a kept connection may wait for its next request's first
+     * byte, and then for the rest of it. */
+    int64_t idle_ms, request_ms;
     void *ud;
 } worker_front;
 
@@ -54,7 +61,8 @@ worker_park_result worker_park(worker *wk, waiter *w);
 
 /* Hand over a non-blocking connection to finish: w->pending (framed for
  * the wire) is written from w->pending_off on, then the connection is
- * closed -- after draining its input when w->linger is set.  0, or -EAGAIN
+ * closed -- after draining its input when w->linger is set -- or, with
+ * w->keep, waits for the web server's next request (KEPT CONNECTIONS).  0, or -EAGAIN
  * when the hand-over failed (the caller still owns w and its fd). */
 int worker_adopt(worker *wk, waiter *w);
 
@@ -64,6 +72,11 @@ int worker_adopt(worker *wk, waiter *w);
  * passed.  0, or -EAGAIN when the hand-over failed (the caller still owns
  * w and its fd). */
 int worker_read(worker *wk, waiter *w);
+
+/* On the dispatcher thread only: the head up to which every parked waiter
+ * has been served (THE WAKE RULE's processed_head) and the log's epoch
+ * into h's settled hint; 1 when known, else 0 (h->settled cleared). */
+int worker_settled(worker *wk, handler *h);
 
 /* 1 once the dispatcher has the log and the wake file open. */
 int worker_ready(worker *wk);

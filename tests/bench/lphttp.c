@@ -61,6 +61,15 @@ int lphttp_resp_empty(const lphttp_resp *r)
     return r->state == S_HEAD && r->head_len == 0;
 }
 
+static int head_get(const char *head, const char *name, char *v, size_t vcap);
+
+int lphttp_resp_header(const lphttp_resp *r, const char *name, char *v, size_t cap)
+{
+    if (!r->head || !r->head_len || cap == 0)
+        return 0;
+    return head_get(r->head, name, v, cap);
+}
+
 static lphttp_result resp_fail(lphttp_resp *r, const char *why)
 {
     r->state = S_ERROR;
@@ -295,4 +304,44 @@ lphttp_result lphttp_resp_eof(lphttp_resp *r)
     }
     return resp_fail(r, lphttp_resp_empty(r) ? "connection closed before any answer"
                                              : "connection closed in the middle of an answer");
+}
+
+/* The first occurrence of needle[0..nl) in h[0..n), or NULL. */
+static const char *mem_find(const char *h, size_t n, const char *needle, size_t nl)
+{
+    return nl == 0 ? h : memmem(h, n, needle, nl);
+}
+
+int lphttp_multipart_each(const char *body, size_t n, const char *boundary, lphttp_part_fn fn,
+                          void *ud)
+{
+    char delim[128];
+    int dl = snprintf(delim, sizeof delim, "--%s", boundary);
+    if (dl < 3 || (size_t)dl >= sizeof delim || n < (size_t)dl || memcmp(body, delim, (size_t)dl))
+        return -1;
+    const char *p = body + dl, *end = body + n;
+    int parts = 0;
+    for (;;) {
+        if (end - p >= 2 && p[0] == '-' && p[1] == '-')
+            return parts; /* the close delimiter */
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
+            return -1;
+        p += 2;
+        const char *hend = mem_find(p, (size_t)(end - p), "\r\n\r\n", 4);
+        const char *data;
+        if (end - p >= 2 && p[0] == '\r' && p[1] == '\n')
+            data = p + 2; /* a part without headers */
+        else if (hend)
+            data = hend + 4;
+        else
+            return -1;
+        char d2[132]; /* the delimiter after data is CRLF "--B" */
+        int d2l = snprintf(d2, sizeof d2, "\r\n--%s", boundary);
+        const char *next = mem_find(data, (size_t)(end - data), d2, (size_t)d2l);
+        if (!next)
+            return -1;
+        fn(ud, data, (size_t)(next - data));
+        parts++;
+        p = next + d2l;
+    }
 }

@@ -62,6 +62,17 @@ int lphttp_resp_empty(const lphttp_resp *r);
  * malformed status line or chunk, head or body too large, out of memory). */
 lphttp_result lphttp_resp_feed(lphttp_resp *r, const char *buf, size_t n, size_t *used);
 
+/* The value of response header name (case-insensitive) after DONE, copied
+ * into v (cap bytes, NUL-terminated); 1 if present, else 0. */
+int lphttp_resp_header(const lphttp_resp *r, const char *name, char *v, size_t cap);
+
+/* Split a multipart body (RFC 2046: "--B" CRLF part-headers CRLF CRLF data
+ * CRLF "--B" ... "--B--") and call fn with each part's data in order.
+ * Returns the number of parts, or -1 if the body is not well formed. */
+typedef void (*lphttp_part_fn)(void *ud, const char *data, size_t n);
+int lphttp_multipart_each(const char *body, size_t n, const char *boundary, lphttp_part_fn fn,
+                          void *ud);
+
 /* The peer closed the connection: DONE if the body was delimited by the
  * close (then keep_alive = 0), else ERROR. */
 lphttp_result lphttp_resp_eof(lphttp_resp *r);

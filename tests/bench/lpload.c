@@ -34,6 +34,15 @@
  * second copy is a duplicate), the highest message id seen (a new seq
  * with an id not above it is out of order), and the count of distinct seqs.
  * A payload that is not ours ("seq=" missing or >= M) is counted as foreign.
+ *
+ * --nchan longpoll|multipart drives nchan (libnginx-mod-nchan) the way its
+ * own clients do, for side-by-side runs (tests/bench/compare-nchan): GET
+ * {prefix}/sub/{channel} sends back the last answer's Last-Modified and Etag
+ * as If-Modified-Since / If-None-Match, POST {prefix}/pub/{channel}
+ * publishes, GET {prefix}/pub/{channel} (JSON) gives "subscribers" for
+ * SETTLE.  nchan's answers carry no id per message, so order is checked
+ * between answers (the (Last-Modified, Etag) position must grow), and
+ * within a multipart answer its parts are taken in the order sent.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
@@ -88,6 +97,9 @@ static void usage(FILE *f)
           "  --stats-head-key K  /stats key of the head cursor (default head)\n"
           "  --stats-parked-key K  /stats key(s) of parked counts, summed\n"
           "                      (default parked)\n"
+          "  --nchan MODE        drive nchan: longpoll or multipart\n"
+          "  --own-pids P,P      a second RSS figure per parked subscriber (the\n"
+          "                      server's own processes, when --pids is the stack)\n"
           "exit: 0 all checks passed, 1 a check failed, 2 usage or setup error\n",
           f);
 }
@@ -102,13 +114,13 @@ static double opt_num(const char *name, const char *v, double lo, double hi)
     return x;
 }
 
-static void opt_pids(lp_opts *o, const char *v)
+static void opt_pids(int *pids, int *npids, const char *name, const char *v)
 {
     char *copy = strdup(v), *save = NULL;
     for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (o->npids == LP_MAX_PIDS)
-            lp_die("at most %d --pids", LP_MAX_PIDS);
-        o->pids[o->npids++] = (int)opt_num("--pids", t, 1, 4194304);
+        if (*npids == LP_MAX_PIDS)
+            lp_die("at most %d %s", LP_MAX_PIDS, name);
+        pids[(*npids)++] = (int)opt_num(name, t, 1, 4194304);
     }
     free(copy);
 }
@@ -120,7 +132,7 @@ static int opt_apply(lp_opts *o, const char *name, const char *v)
         o->fcgi = name[2] == 'f';
         o->addr = v;
     } else if (!strcmp(name, "--subscribers"))
-        o->nsubs = (int)opt_num(name, v, 1, 1000000);
+        o->nsubs = (int)opt_num(name, v, 0, 1000000);
     else if (!strcmp(name, "--messages"))
         o->nmsgs = (int)opt_num(name, v, 1, 100000000);
     else if (!strcmp(name, "--rate"))
@@ -136,7 +148,13 @@ static int opt_apply(lp_opts *o, const char *name, const char *v)
     else if (!strcmp(name, "--connect-rate"))
         o->connect_rate = opt_num(name, v, 0.001, 100000);
     else if (!strcmp(name, "--pids"))
-        opt_pids(o, v);
+        opt_pids(o->pids, &o->npids, name, v);
+    else if (!strcmp(name, "--own-pids"))
+        opt_pids(o->own_pids, &o->nown_pids, name, v);
+    else if (!strcmp(name, "--nchan") && !strcmp(v, "longpoll"))
+        o->nchan = NCHAN_LONGPOLL;
+    else if (!strcmp(name, "--nchan") && !strcmp(v, "multipart"))
+        o->nchan = NCHAN_MULTIPART;
     else if (!strcmp(name, "--settle-ms"))
         o->settle_ms = (int)opt_num(name, v, 0, 3600000);
     else if (!strcmp(name, "--drain-ms"))
@@ -191,6 +209,10 @@ static void opts_parse(lp_opts *o, int argc, char **argv)
         lp_die("bad channel name: %s", o->channel);
     if (strpbrk(o->prefix, " ?#\r\n"))
         lp_die("bad prefix: %s", o->prefix);
+    if (o->nchan && o->fcgi)
+        lp_die("--nchan talks HTTP: use --http");
+    if (o->nchan && !strcmp(o->parked_key, "parked"))
+        o->parked_key = "subscribers"; /* nchan's channel info */
 }
 
 static void rlimit_raise(int need)
@@ -219,7 +241,7 @@ static void lp_setup(lp *L)
     if ((double)bitmap * o->nsubs > 2e9)
         lp_die("subscribers x messages too large for the bitmaps (%.0f MB)",
                (double)bitmap * o->nsubs / 1e6);
-    L->subs = calloc((size_t)o->nsubs, sizeof *L->subs);
+    L->subs = calloc((size_t)o->nsubs + 1, sizeof *L->subs);
     L->pubs = calloc((size_t)o->inflight, sizeof *L->pubs);
     L->pub_seq = calloc((size_t)o->inflight, sizeof *L->pub_seq);
     L->pub_free = calloc((size_t)o->inflight, sizeof *L->pub_free);
@@ -297,21 +319,28 @@ static int report_check(const char *name, int ok, int *passed)
     return !ok;
 }
 
+static void report_rss_one(const char *name, long before, long after, int nsubs)
+{
+    printf("%srss_before_kib: %ld\n%srss_after_kib: %ld\n", name, before, name, after);
+    if (before < 0 || after < 0)
+        printf("%sbytes_per_subscriber: unknown (cannot read /proc/PID/status)\n", name);
+    else if (nsubs > 0)
+        printf("%sbytes_per_subscriber: %.0f\n", name,
+               (double)(after - before) * 1024.0 / nsubs);
+}
+
 static void report_rss(const lp *L)
 {
-    if (!L->o.npids)
-        return;
-    printf("rss_before_kib: %ld\nrss_after_kib: %ld\n", L->rss_before_kib, L->rss_after_kib);
-    if (L->rss_before_kib < 0 || L->rss_after_kib < 0)
-        printf("bytes_per_subscriber: unknown (cannot read /proc/PID/status)\n");
-    else
-        printf("bytes_per_subscriber: %.0f\n",
-               (double)(L->rss_after_kib - L->rss_before_kib) * 1024.0 / L->o.nsubs);
+    if (L->o.npids)
+        report_rss_one("", L->rss_before_kib, L->rss_after_kib, L->o.nsubs);
+    if (L->o.nown_pids)
+        report_rss_one("own_", L->own_before_kib, L->own_after_kib, L->o.nsubs);
 }
 
 static void report_counts(const lp *L, uint64_t expected)
 {
-    printf("target: %s %s prefix=%s channel=%s\n", L->o.fcgi ? "fcgi" : "http", L->o.addr,
+    static const char *const kind[] = {"http", "nchan-longpoll", "nchan-multipart"};
+    printf("target: %s %s prefix=%s channel=%s\n", L->o.fcgi ? "fcgi" : kind[L->o.nchan], L->o.addr,
            L->o.prefix, L->o.channel);
     if (L->head_known)
         printf("start: since=%" PRId64 " from /stats\n", L->head);
@@ -353,6 +382,7 @@ static void report_timing(const lp *L)
                        : 0;
     printf("publish_window_s: %.3f\ndelivery_window_s: %.3f\n", pub_s, del_s);
     printf("deliveries_per_s: %.0f\n", del_s > 0 ? (double)L->deliveries / del_s : 0.0);
+    printf("publishes_per_s: %.0f\n", pub_s > 0 ? (double)L->pub_ok / pub_s : 0.0);
     printf("setup_s: %.3f\n", (double)L->setup_ms / 1e3);
     printf("elapsed_s: %.3f\n", (double)(L->now - L->t_start) / 1e9);
 }

@@ -51,7 +51,16 @@ typedef struct {
     const char *head_key;
     const char *parked_key;
     int allow_remote;
+    int nchan;        /* NCHAN_*: talk to nchan instead of holdfast */
+    int own_pids[LP_MAX_PIDS]; /* --own-pids: a second RSS figure (a subset) */
+    int nown_pids;
 } lp_opts;
+
+/* --nchan: nchan's long-poll (one message per answer), or its multipart
+ * answers (every buffered message after the client's position in one). */
+enum { NCHAN_OFF, NCHAN_LONGPOLL, NCHAN_MULTIPART };
+#define LP_NCHAN_DATE_MAX 40
+#define LP_NCHAN_ETAG_MAX 24
 
 typedef struct {
     int fd;          /* -1: no connection */
@@ -88,6 +97,11 @@ typedef struct {
     int complete;
     int first_done;  /* the first request has been written */
     uint8_t *seen;
+    /* --nchan: the position nchan gave (Last-Modified, Etag), sent back as
+     * If-Modified-Since / If-None-Match; key orders answers */
+    char lm[LP_NCHAN_DATE_MAX];
+    char etag[LP_NCHAN_ETAG_MAX];
+    int64_t nchan_key;
 } lp_sub;
 
 typedef struct {
@@ -118,6 +132,7 @@ typedef struct {
     char epoch0[LPJSON_EPOCH_MAX + 1];
     int settle_timed_out;
     long rss_before_kib, rss_after_kib;
+    long own_before_kib, own_after_kib;
 
     int next_seq, pub_inflight, pub_ok, pub_failed;
     int first_done, complete;

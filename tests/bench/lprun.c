@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,11 +59,11 @@ static long rss_kib(int pid)
     return kib;
 }
 
-static long rss_total(const lp_opts *o)
+static long rss_total(const int *pids, int npids)
 {
     long sum = 0;
-    for (int i = 0; i < o->npids; i++) {
-        long k = rss_kib(o->pids[i]);
+    for (int i = 0; i < npids; i++) {
+        long k = rss_kib(pids[i]);
         if (k < 0)
             return -1;
         sum += k;
@@ -101,9 +102,26 @@ typedef struct {
     char hbuf[2][160];
 } lp_req;
 
+/* nchan: the next poll sends back the position of the last answer. */
+static void req_build_sub_nchan(lp *L, lp_sub *s, lp_req *r)
+{
+    r->method = "GET";
+    snprintf(r->uri, sizeof r->uri, "/sub/%s", L->o.channel);
+    if (s->lm[0]) {
+        snprintf(r->hbuf[0], sizeof r->hbuf[0], "If-Modified-Since: %s", s->lm);
+        snprintf(r->hbuf[1], sizeof r->hbuf[1], "If-None-Match: %s", s->etag);
+        r->headers[r->nheaders++] = r->hbuf[0];
+        r->headers[r->nheaders++] = r->hbuf[1];
+    }
+}
+
 static void req_build_sub(lp *L, lp_sub *s, lp_req *r)
 {
     r->method = "GET";
+    if (L->o.nchan) {
+        req_build_sub_nchan(L, s, r);
+        return;
+    }
     snprintf(r->uri, sizeof r->uri, "/sub/%s?", L->o.channel);
     if (s->has_cursor)
         snprintf(r->uri + strlen(r->uri), sizeof r->uri - strlen(r->uri),
@@ -140,6 +158,9 @@ static void req_build(lp *L, lp_conn *c, lp_req *r)
         req_build_sub(L, &L->subs[c->idx], r);
     } else if (c->role == ROLE_PUB) {
         req_build_pub(L, L->pub_seq[c->idx], r);
+    } else if (L->o.nchan) {
+        r->method = "GET"; /* the channel's info: "subscribers" */
+        snprintf(r->uri, sizeof r->uri, "/pub/%s", L->o.channel);
     } else {
         r->method = "GET";
         strcpy(r->uri, "/stats");
@@ -163,9 +184,11 @@ static int req_http(lp *L, lp_conn *c, const lp_req *r)
 {
     if (out_reserve(c, 1024 + r->body_len))
         return -1;
+    /* nchan answers a subscriber in the message's own type, whatever it asks */
+    const char *accept = L->o.nchan && c->role == ROLE_SUB ? "" : "Accept: application/json\r\n";
     int n = snprintf(c->out, c->out_cap, "%s %s%s HTTP/1.1\r\nHost: %s\r\n"
-                                         "Connection: keep-alive\r\nAccept: application/json\r\n",
-                     r->method, L->o.prefix, r->uri, L->host);
+                                         "Connection: keep-alive\r\n%s",
+                     r->method, L->o.prefix, r->uri, L->host, accept);
     for (size_t i = 0; i < r->nheaders; i++)
         n += snprintf(c->out + n, c->out_cap - (size_t)n, "%s\r\n", r->headers[i]);
     if (r->body_len || !strcmp(r->method, "POST"))
@@ -456,6 +479,71 @@ static int sub_answer(lp *L, lp_sub *s, int status, const char *body, size_t ble
     return s->complete ? NEXT_IDLE : NEXT_REPOLL;
 }
 
+/* nchan's position as one ordered number: Last-Modified's seconds, then the
+ * Etag (a counter within that second); -1 if either is malformed. */
+static int64_t nchan_key(const char *lm, const char *etag)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(lm, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    char *eend;
+    long long tag = strtoll(etag, &eend, 10);
+    if (!end || *end || eend == etag || *eend || tag < 0 || tag >= 1000000)
+        return -1;
+    return (int64_t)timegm(&tm) * 1000000 + tag;
+}
+
+static void nchan_on_part(void *ud, const char *data, size_t n)
+{
+    msg_ctx *x = ud;
+    /* parts come in nchan's order: number them so sub_on_msg sees them grow */
+    lpjson_msg m = {.id = x->s->last_id + 1, .data = data, .data_len = n, .data_is_string = 1};
+    sub_on_msg(ud, &m);
+}
+
+/* An nchan subscriber's answer: 200 with one message or a multipart batch,
+ * 304/408 when the poll timed out. */
+static int sub_answer_nchan(lp *L, lp_sub *s, const lphttp_resp *hr)
+{
+    char lm[LP_NCHAN_DATE_MAX], etag[LP_NCHAN_ETAG_MAX], ct[256];
+    msg_ctx x = {L, s};
+    if (hr->status == 304 || hr->status == 408) {
+        L->polls++;
+        L->empty_polls++;
+        return NEXT_REPOLL;
+    }
+    if (hr->status != 200) {
+        lp_err(L, ROLE_SUB, hr->status);
+        return NEXT_BACKOFF;
+    }
+    int64_t key = -1;
+    if (lphttp_resp_header(hr, "Last-Modified", lm, sizeof lm) &&
+        lphttp_resp_header(hr, "Etag", etag, sizeof etag))
+        key = nchan_key(lm, etag);
+    if (key < 0) {
+        lp_err(L, ROLE_SUB, ERR_BADANSWER);
+        return NEXT_BACKOFF;
+    }
+    if (key <= s->nchan_key)
+        L->out_of_order++;
+    s->nchan_key = key;
+    memcpy(s->lm, lm, sizeof lm);
+    memcpy(s->etag, etag, sizeof etag);
+    const char *body = hr->body ? hr->body : "";
+    const char *b = NULL;
+    if (lphttp_resp_header(hr, "Content-Type", ct, sizeof ct) &&
+        !strncasecmp(ct, "multipart/mixed", 15) && (b = strstr(ct, "boundary=")) != NULL) {
+        if (lphttp_multipart_each(body, hr->body_len, b + 9, nchan_on_part, &x) < 0) {
+            lp_err(L, ROLE_SUB, ERR_BADANSWER);
+            return NEXT_BACKOFF;
+        }
+    } else {
+        nchan_on_part(&x, body, hr->body_len);
+    }
+    L->polls++;
+    return s->complete ? NEXT_IDLE : NEXT_REPOLL;
+}
+
 static void pub_release(lp *L, lp_conn *c)
 {
     c->retried = 0;
@@ -465,7 +553,7 @@ static void pub_release(lp *L, lp_conn *c)
 
 static int pub_answer(lp *L, lp_conn *c, int status)
 {
-    if (status == 200 || status == 201) {
+    if (status == 200 || status == 201 || (L->o.nchan && status == 202)) {
         L->pub_ok++;
     } else {
         lp_err(L, ROLE_PUB, status);
@@ -478,6 +566,11 @@ static int pub_answer(lp *L, lp_conn *c, int status)
 static void ctl_answer(lp *L, int status, const char *body)
 {
     int64_t v;
+    if (L->o.nchan && status == 404) { /* no channel yet: nobody waits */
+        L->parked_known = 1;
+        L->parked_last = 0;
+        return;
+    }
     if (status != 200 || !body) {
         if (L->ph != PH_INIT)
             lp_err(L, ROLE_CTL, status);
@@ -532,7 +625,9 @@ static void conn_answer(lp *L, lp_conn *c, int status, const char *body, size_t 
 {
     int next = NEXT_IDLE;
     c->busy = 0;
-    if (c->role == ROLE_SUB)
+    if (c->role == ROLE_SUB && L->o.nchan)
+        next = sub_answer_nchan(L, &L->subs[c->idx], &c->hr);
+    else if (c->role == ROLE_SUB)
         next = sub_answer(L, &L->subs[c->idx], status, body ? body : "", blen);
     else if (c->role == ROLE_PUB)
         next = pub_answer(L, c, status);
@@ -612,7 +707,8 @@ static void phase_enter(lp *L, lp_phase ph)
     L->ph = ph;
     L->t_phase = L->now;
     if (ph == PH_CONNECT) {
-        L->rss_before_kib = L->o.npids ? rss_total(&L->o) : -1;
+        L->rss_before_kib = L->o.npids ? rss_total(L->o.pids, L->o.npids) : -1;
+        L->own_before_kib = L->o.nown_pids ? rss_total(L->o.own_pids, L->o.nown_pids) : -1;
         for (int i = 0; i < L->o.nsubs; i++) {
             lp_sub *s = &L->subs[i];
             s->has_cursor = L->head_known;
@@ -621,7 +717,8 @@ static void phase_enter(lp *L, lp_phase ph)
             conn_begin(L, &s->c);
         }
     } else if (ph == PH_PUBLISH) {
-        L->rss_after_kib = L->o.npids ? rss_total(&L->o) : -1;
+        L->rss_after_kib = L->o.npids ? rss_total(L->o.pids, L->o.npids) : -1;
+        L->own_after_kib = L->o.nown_pids ? rss_total(L->o.own_pids, L->o.nown_pids) : -1;
         L->t_pub_first = L->now;
         L->setup_ms = (L->now - L->t_start) / 1000000;
     } else if (ph == PH_DRAIN) {
