@@ -39,7 +39,8 @@ def begin(reqid=1):
     return fcgi_record(FCGI_BEGIN_REQUEST, reqid, struct.pack('>HB5x', 1, 0))
 
 
-class ConnTest(unittest.TestCase):
+class ServerCase(unittest.TestCase):
+    """A test with its own directory and `holdfast serve` (serve())."""
 
     def setUp(self):
         self.tmp = hfutil.make_tmpdir('hf-conn-')
@@ -65,6 +66,9 @@ class ConnTest(unittest.TestCase):
         if error:
             self.assertEqual(json.loads(b)['error'], error, b)
         return json.loads(b) if b and h.get('content-type') == 'application/json' else b
+
+
+class ConnTest(ServerCase):
 
     # ---- one path from accept to close ----------------------------------
 
@@ -372,3 +376,145 @@ class ConnTest(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class KeptConnTest(ServerCase):
+    """FCGI_KEEP_CONN (nginx fastcgi_keep_conn on, Apache enablereuse=on):
+    a kept connection carries request after request, and every guarantee
+    holds on it (KEPT CONNECTIONS in worker.c, THE INLINE RULE in
+    fcgi_front.c, THE SETTLED HINT in handler.h)."""
+
+    def ask(self, s, method, path, query='', body=b'', headers=None, timeout=15):
+        s.sendall(fcgi_encode_request(method, path, query, headers, body, keep_conn=True))
+        return read_answer(s, timeout)
+
+    def assertOpen(self, s):
+        """The connection is still open: nothing to read, no EOF."""
+        s.setblocking(False)
+        try:
+            self.assertRaises(BlockingIOError, s.recv, 1)
+        finally:
+            s.setblocking(True)
+
+    def test_23a_one_connection_carries_every_kind_of_request(self):
+        srv = self.serve()
+        s = self.connect()
+        self.assertStatus(self.ask(s, 'GET', '/health'), 200)
+        self.assertOpen(s)
+        j = self.assertStatus(self.ask(s, 'POST', '/pub/news', body=b'one'), 201)
+        reset = self.assertStatus(self.ask(s, 'GET', '/sub/news',
+                                           'since=0&epoch=0123456789abcdef&timeout=0'), 200)
+        self.assertTrue(reset['reset'], reset)
+        # at the head but of another epoch: a reset at once, not a wait
+        t0 = time.monotonic()
+        reset = self.assertStatus(self.ask(s, 'GET', '/sub/news', 'since=%d&epoch=0123456789abcdef'
+                                           '&timeout=5' % j['id']), 200)
+        self.assertTrue(reset['reset'], reset)
+        self.assertLess(time.monotonic() - t0, 2)
+        got = self.assertStatus(self.ask(s, 'GET', '/sub/news', 'since=0&timeout=0'), 200)
+        self.assertEqual([m['data'] for m in got['messages']], ['one'])
+        # a poll that waits on the kept connection, woken by a publish elsewhere
+        s.sendall(fcgi_encode_request('GET', '/sub/news', 'since=%d&epoch=%s&timeout=20' % (
+            got['cursor'], got['epoch']), keep_conn=True))
+        time.sleep(0.3)
+        self.assertEqual(publish(srv.addr, 'news', 'two')[0], 201)
+        got = self.assertStatus(read_answer(s, 10), 200)
+        self.assertEqual([m['data'] for m in got['messages']], ['two'])
+        self.assertGreater(got['cursor'], j['id'])
+        # a refusal, then a timeout answer, and the connection still serves
+        self.assertStatus(self.ask(s, 'GET', '/sub/bad!name', 'timeout=0'), 400, 'bad_channel')
+        t0 = time.monotonic()
+        empty = self.assertStatus(self.ask(s, 'GET', '/sub/news', 'since=%d&epoch=%s&timeout=1'
+                                           % (got['cursor'], got['epoch'])), 200)
+        self.assertEqual((empty['messages'], empty['cursor']), ([], got['cursor']))
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9)
+        self.assertStatus(self.ask(s, 'GET', '/stats'), 200)
+        self.assertOpen(s)
+
+    def test_23b_without_keep_conn_the_connection_is_closed_after_the_answer(self):
+        self.serve()
+        s = self.connect()
+        s.sendall(fcgi_encode_request('GET', '/health'))
+        self.assertEqual(read_answer(s)[0], 200)
+        s.settimeout(5)
+        self.assertEqual(s.recv(100), b'')
+
+    def test_23c_a_body_refused_unread_on_a_kept_connection_is_drained_and_closed(self):
+        """Its unread rest would be taken for the next request."""
+        self.serve(config={'max_body': '64k'})
+        s = self.connect()
+        s.sendall(fcgi_encode_request('POST', '/pub/big', body=b'x' * (1 << 20), keep_conn=True))
+        self.assertStatus(read_answer(s), 413, 'body_too_large')
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        self.assertEqual(s.recv(100), b'')
+
+    def test_23d_a_client_that_leaves_while_parked_or_idle_is_forgotten(self):
+        srv = self.serve()
+        conns = []
+        for _ in range(20):
+            s = fcgi_connect(srv.addr)
+            self.addCleanup(s.close)
+            self.assertStatus(self.ask(s, 'GET', '/health'), 200)  # now kept and idle
+            conns.append(s)
+        for s in conns[:10]:
+            s.sendall(fcgi_encode_request('GET', '/sub/gone', 'timeout=30', keep_conn=True))
+        hfutil.wait_for(lambda: stats(srv.addr)['parked'] == 10, 10, what='10 parked')
+        for s in conns:
+            s.close()
+        hfutil.wait_for(lambda: stats(srv.addr)['parked'] == 0, 10, what='none parked')
+        fds = len(os.listdir('/proc/%d/fd' % srv.worker_pids()[0]))
+        s = self.connect()
+        self.assertStatus(self.ask(s, 'GET', '/health'), 200)
+        self.assertLess(fds, 40, 'closed kept connections still hold descriptors')
+
+    def test_23e_exactly_once_in_order_while_publishes_race_the_re_polls(self):
+        """Re-polls on kept connections are answered on the dispatcher and
+        park without a read when at its processed head: a message committed
+        meanwhile must still reach every subscriber, once, in order."""
+        srv = self.serve()
+        n_subs, n_msgs = 12, 60
+        subs = []
+        for _ in range(n_subs):
+            s = fcgi_connect(srv.addr, timeout=20)
+            self.addCleanup(s.close)
+            subs.append({'s': s, 'q': 'timeout=20', 'got': []})
+        for sub in subs:
+            sub['s'].sendall(fcgi_encode_request('GET', '/sub/race', sub['q'], keep_conn=True))
+        hfutil.wait_for(lambda: stats(srv.addr)['parked'] == n_subs, 10, what='all parked')
+
+        def publisher():
+            p = fcgi_connect(srv.addr)
+            try:
+                for i in range(n_msgs):
+                    p.sendall(fcgi_encode_request('POST', '/pub/race', body=b'%d' % i,
+                                                  keep_conn=True))
+                    assert read_answer(p)[0] == 201
+                    if i % 7 == 0:
+                        time.sleep(0.002)
+            finally:
+                p.close()
+
+        th = threading.Thread(target=publisher)
+        th.start()
+        deadline = time.monotonic() + 30
+        while any(len(sub['got']) < n_msgs for sub in subs) and time.monotonic() < deadline:
+            for sub in subs:
+                if len(sub['got']) >= n_msgs:
+                    continue
+                j = self.assertStatus(read_answer(sub['s'], 20), 200)
+                sub['got'] += [int(m['data']) for m in j['messages']]
+                sub['s'].sendall(fcgi_encode_request(
+                    'GET', '/sub/race', 'since=%d&epoch=%s&timeout=20' % (j['cursor'], j['epoch']),
+                    keep_conn=True))
+        th.join(30)
+        for sub in subs:
+            self.assertEqual(sub['got'], list(range(n_msgs)))
+
+    def test_23f_a_stop_closes_idle_kept_connections_and_exits(self):
+        srv = self.serve()
+        s = self.connect()
+        self.assertStatus(self.ask(s, 'GET', '/health'), 200)
+        srv.stop()
+        s.settimeout(5)
+        self.assertEqual(s.recv(100), b'')
