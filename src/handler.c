@@ -31,19 +31,48 @@
 #define HANDLER_STORAGE_RETRY_MS 1000
 #define HANDLER_STALL_MS 100 /* a write lock held this long is stuck */
 
-/* One writer per process at a time: threads of one worker queue here instead
- * of in SQLite's busy handler, whose sleeps (1, 2, 5 ms...) would add
- * latency to every contended publish.  Processes still contend in SQLite.
+/* THE GROUP COMMIT.  One writer per process at a time, and the writer
+ * commits for everyone waiting: a publish queues here (instead of in
+ * SQLite's busy handler, whose sleeps of 1, 2, 5 ms... would add latency
+ * to every contended publish); when no publish is writing, the first one
+ * queued becomes the leader, takes up to HANDLER_GROUP_MAX queued ones in
+ * order and appends them in one transaction on its own connection.  Each
+ * is answered only after that COMMIT (ack after COMMIT holds), with ids in
+ * queue order.  If the transaction fails for an entry's own reason (a
+ * reused idempotency key, an invalid message) the leader appends them one
+ * by one, so one bad publish costs no other its answer.  An entry lives on
+ * its publisher's stack, which waits until it is answered.  Processes
+ * still contend in SQLite.
  *
- * THE WRITE GATE.  A publish waits for the lock and for SQLite together at
+ * THE WRITE GATE.  A publish waits for its turn and for SQLite together at
  * most busy_timeout_ms (one deadline, not one per wait), then answers 503.
- * While the holder has been stuck for HANDLER_STALL_MS (another program
+ * While the writer has been stuck for HANDLER_STALL_MS (another program
  * holds the database's write lock), at most threads - 1 publishes wait:
- * the others get their 503 within HANDLER_STALL_MS, so one thread is
- * always left for subscribes, /health and /stats. */
-static pthread_mutex_t handler_write_lock = PTHREAD_MUTEX_INITIALIZER;
-static _Atomic int handler_writers;        /* waiting for or holding the lock */
-static _Atomic int64_t handler_held_since; /* mono ms the holder took it, 0 = free */
+ * the others still queued get their 503 within HANDLER_STALL_MS, so one
+ * thread is always left for subscribes, /health and /stats.  A publish the
+ * leader has taken waits for the leader's result. */
+#define HANDLER_GROUP_MAX 64
+
+typedef enum { PENDING_QUEUED, PENDING_TAKEN, PENDING_DONE } pending_state;
+
+typedef struct handler_pending {
+    const msglog_entry *e;
+    msglog_ack *ack;
+    int64_t deadline; /* mono ms */
+    int rc;
+    pending_state state;
+    char err[256];
+    struct handler_pending *next;
+} handler_pending;
+
+static pthread_mutex_t handler_gate = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t handler_gate_cv; /* on CLOCK_MONOTONIC: handler_gate_init */
+static pthread_once_t handler_gate_once = PTHREAD_ONCE_INIT;
+/* Under handler_gate: */
+static handler_pending *handler_queue, **handler_queue_tail = &handler_queue;
+static int handler_writers;        /* queued, taken or writing */
+static int handler_leading;        /* a leader is writing */
+static int64_t handler_held_since; /* mono ms the leader began, 0 = none */
 
 _Static_assert(sizeof(handler_counters) == WAKE_SLOT_VALUES * sizeof(int64_t),
                "handler_counters must fit a wake slot exactly");
@@ -376,53 +405,125 @@ static handler_result handler_sub(handler *h, const request *r, buf *out, int64_
     return res;
 }
 
-/* Stuck: the lock's holder has had it HANDLER_STALL_MS (0 = free). */
-static int handler_write_stuck(int64_t now) {
-    int64_t since = atomic_load(&handler_held_since);
-    return since && now - since >= HANDLER_STALL_MS;
+static void handler_gate_init(void) {
+    pthread_condattr_t at;
+    pthread_condattr_init(&at);
+    pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
+    pthread_cond_init(&handler_gate_cv, &at);
+    pthread_condattr_destroy(&at);
 }
 
-/* Take the write lock by `deadline` (monotonic ms), giving up early --
- * -EBUSY -- while it is stuck and more than `limit` publishes wait for it
- * (THE WRITE GATE); -ETIMEDOUT at the deadline. */
-static int handler_write_lock_take(int64_t deadline, int limit) {
-    for (;;) {
-        int64_t now = clock_mono_ms();
-        if (atomic_load(&handler_writers) > limit && handler_write_stuck(now))
-            return -EBUSY;
-        if (now >= deadline)
-            return -ETIMEDOUT;
-        int64_t slice = deadline - now < HANDLER_STALL_MS ? deadline - now : HANDLER_STALL_MS;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += (long)slice * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
-        if (pthread_mutex_timedlock(&handler_write_lock, &until) == 0)
-            return 0;
-    }
+static void handler_gate_wait(int64_t until_ms) {
+    struct timespec ts = {.tv_sec = until_ms / 1000, .tv_nsec = (long)(until_ms % 1000) * 1000000L};
+    pthread_cond_timedwait(&handler_gate_cv, &handler_gate, &ts);
 }
 
-/* Append e under THE WRITE GATE: 0 or msglog's code, -ETIMEDOUT when the
- * lock was not had within busy_timeout_ms, -EBUSY when the gate is full. */
-static int handler_append(handler *h, const msglog_entry *e, msglog_ack *ack) {
-    int64_t start = clock_mono_ms();
-    int limit = h->cfg->threads > 1 ? h->cfg->threads - 1 : 1;
-    atomic_fetch_add(&handler_writers, 1);
-    int rc = handler_write_lock_take(start + h->cfg->busy_timeout_ms, limit);
-    if (rc) {
-        atomic_fetch_sub(&handler_writers, 1);
-        return rc;
+/* Drop p, still queued, from the queue (under handler_gate). */
+static void handler_unqueue(handler_pending *p) {
+    handler_pending **pp = &handler_queue;
+    while (*pp != p)
+        pp = &(*pp)->next;
+    *pp = p->next;
+    if (handler_queue_tail == &p->next)
+        handler_queue_tail = pp;
+}
+
+static void handler_pending_fail(handler_pending *p, int rc, const char *why) {
+    p->rc = rc;
+    snprintf(p->err, sizeof p->err, "%s", why);
+}
+
+/* The leader's turn (entered and left under handler_gate, which it drops
+ * while writing): append up to HANDLER_GROUP_MAX queued publishes. */
+static void handler_lead(handler *h) {
+    handler_pending *take[HANDLER_GROUP_MAX];
+    msglog_entry es[HANDLER_GROUP_MAX];
+    msglog_ack acks[HANDLER_GROUP_MAX];
+    size_t n = 0;
+    int64_t first = INT64_MAX;
+    while (handler_queue && n < HANDLER_GROUP_MAX) {
+        handler_pending *p = handler_queue;
+        handler_queue = p->next;
+        p->state = PENDING_TAKEN;
+        take[n] = p;
+        es[n++] = *p->e;
+        if (p->deadline < first)
+            first = p->deadline;
     }
+    if (!handler_queue)
+        handler_queue_tail = &handler_queue;
     int64_t now = clock_mono_ms();
-    atomic_store(&handler_held_since, now);
-    int64_t left = h->cfg->busy_timeout_ms - (now - start);
-    msglog_set_busy_timeout(h->log, left > 1 ? (int)left : 1);
-    rc = msglog_append(h->log, e, ack);
-    atomic_store(&handler_held_since, 0);
-    pthread_mutex_unlock(&handler_write_lock);
-    atomic_fetch_sub(&handler_writers, 1);
-    return rc;
+    handler_leading = 1;
+    handler_held_since = now;
+    pthread_mutex_unlock(&handler_gate);
+
+    /* SQLite may wait for another process until the earliest deadline. */
+    msglog_set_busy_timeout(h->log, first - now > 1 ? (int)(first - now) : 1);
+    int rc = msglog_append_batch(h->log, es, n, acks);
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++) {
+            take[i]->rc = 0;
+            *take[i]->ack = acks[i];
+        }
+    } else if (n > 1 && (rc == -EEXIST || rc == -EINVAL)) {
+        for (size_t i = 0; i < n; i++) {
+            int one = msglog_append(h->log, &es[i], take[i]->ack);
+            handler_pending_fail(take[i], one, one ? msglog_errmsg(h->log) : "");
+        }
+    } else {
+        for (size_t i = 0; i < n; i++)
+            handler_pending_fail(take[i], rc, msglog_errmsg(h->log));
+    }
+
+    pthread_mutex_lock(&handler_gate);
+    for (size_t i = 0; i < n; i++)
+        take[i]->state = PENDING_DONE;
+    handler_leading = 0;
+    handler_held_since = 0;
+    pthread_cond_broadcast(&handler_gate_cv);
+}
+
+/* Append e under THE GROUP COMMIT and THE WRITE GATE: 0 or msglog's code
+ * (its reason in err), -ETIMEDOUT when its turn did not come within
+ * busy_timeout_ms, -EBUSY when the gate is full. */
+static int handler_append(handler *h, const msglog_entry *e, msglog_ack *ack, char *err,
+                          size_t errlen) {
+    pthread_once(&handler_gate_once, handler_gate_init);
+    int limit = h->cfg->threads > 1 ? h->cfg->threads - 1 : 1;
+    handler_pending p = {.e = e, .ack = ack, .state = PENDING_QUEUED,
+                         .deadline = clock_mono_ms() + h->cfg->busy_timeout_ms};
+    pthread_mutex_lock(&handler_gate);
+    *handler_queue_tail = &p;
+    handler_queue_tail = &p.next;
+    handler_writers++;
+    while (p.state != PENDING_DONE) {
+        if (p.state == PENDING_TAKEN) { /* the leader answers it */
+            pthread_cond_wait(&handler_gate_cv, &handler_gate);
+            continue;
+        }
+        if (!handler_leading) {
+            handler_lead(h);
+            continue;
+        }
+        int64_t now = clock_mono_ms();
+        if (handler_writers > limit && handler_held_since &&
+            now - handler_held_since >= HANDLER_STALL_MS) {
+            handler_unqueue(&p);
+            handler_pending_fail(&p, -EBUSY, "the write gate is full");
+            break;
+        }
+        if (now >= p.deadline) {
+            handler_unqueue(&p);
+            handler_pending_fail(&p, -ETIMEDOUT, "busy_timeout_ms passed waiting to write");
+            break;
+        }
+        handler_gate_wait(p.deadline - now < HANDLER_STALL_MS ? p.deadline
+                                                              : now + HANDLER_STALL_MS);
+    }
+    handler_writers--;
+    pthread_mutex_unlock(&handler_gate);
+    snprintf(err, errlen, "%s", p.err);
+    return p.rc;
 }
 
 static handler_result handler_pub(handler *h, const request *r, const void *body, size_t len,
@@ -463,23 +564,24 @@ static handler_result handler_pub(handler *h, const request *r, const void *body
     msglog_entry e = {.channel = r->channel, .type = r->content_type, .body = body, .len = len,
                       .key = r->key, .idem = r->idem};
     msglog_ack ack;
-    int rc = handler_append(h, &e, &ack);
+    char why[256];
+    int rc = handler_append(h, &e, &ack, why, sizeof why);
     if (rc == -EBUSY || rc == -ETIMEDOUT) {
         reply_error(out, 503, cors, "busy",
                     "the database is locked by another writer beyond busy_timeout_ms", 1);
         return HANDLER_DONE;
     }
     if (rc == -EEXIST) {
-        reply_error(out, 422, cors, "idempotency_key_reused", msglog_errmsg(h->log), 0);
+        reply_error(out, 422, cors, "idempotency_key_reused", why, 0);
         return HANDLER_DONE;
     }
     if (rc == -EINVAL) { /* request.c checks first: a rule of the log's own */
-        reply_error(out, 400, cors, "invalid_message", msglog_errmsg(h->log), 0);
+        reply_error(out, 400, cors, "invalid_message", why, 0);
         return HANDLER_DONE;
     }
     if (rc) {
         fprintf(stderr, "holdfast[%d]: publish to %s failed: %s\n", (int)getpid(), r->channel,
-                msglog_errmsg(h->log));
+                why);
         reply_error(out, 503, cors, "unavailable", "the log could not take the message", 1);
         return HANDLER_DONE;
     }

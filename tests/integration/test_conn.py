@@ -366,6 +366,56 @@ class ConnTest(ServerCase):
         self.assertEqual((st, j['error']), (400, 'bad_content_type'))
         self.assertEqual(publish(srv.addr, 'news', 'x', {'Content-Type': 'text/plain'})[0], 201)
 
+    def test_22d_publishes_committed_together_are_each_answered_as_if_alone(self):
+        """THE GROUP COMMIT: publishes queued while another program holds
+        the write lock go into one transaction.  A reused idempotency key
+        among them costs only its own publish a 422; a retry with the same
+        key and body is a 200 with the first one's id; every 201 is in the
+        log, once, in the order of its id."""
+        srv = self.serve(config={'busy_timeout_ms': '5000'}, threads=8)
+        self.assertEqual(publish(srv.addr, 'news', 'first')[0], 201)
+        con = sqlite3.connect(self.db, timeout=5, isolation_level=None)
+        self.addCleanup(con.close)
+        con.execute('BEGIN IMMEDIATE')
+        sends = [('lead', {}), ('a', {'Idempotency-Key': 'K1'}), ('b', {'Idempotency-Key': 'K1'}),
+                 ('same', {'Idempotency-Key': 'K2'}), ('same', {'Idempotency-Key': 'K2'}),
+                 ('plain', {})]
+        results = [None] * len(sends)
+
+        def one(i):
+            body, h = sends[i]
+            try:
+                results[i] = publish(srv.addr, 'news', body, h, timeout=15)
+            except OSError as e:
+                results[i] = (repr(e), None)
+        threads = [threading.Thread(target=one, args=(0,))]
+        threads[0].start()
+        time.sleep(0.2)  # the leader waits in SQLite; the rest queue behind it
+        for i in range(1, len(sends)):
+            threads.append(threading.Thread(target=one, args=(i,)))
+            threads[-1].start()
+        time.sleep(0.5)
+        con.execute('ROLLBACK')
+        for t in threads:
+            t.join(20)
+        st = [r[0] for r in results]
+        self.assertEqual(st[0], 201, results)
+        self.assertEqual(st[5], 201, results)
+        self.assertEqual(sorted(st[1:3]), [201, 422], results)
+        reused = results[1 + st[1:3].index(422)][1]
+        self.assertEqual(reused['error'], 'idempotency_key_reused', reused)
+        winner = sends[1 + st[1:3].index(201)][0]
+        self.assertEqual(sorted(st[3:5]), [200, 201], results)
+        self.assertEqual(results[3][1]['id'], results[4][1]['id'], results)
+        acked = {r[1]['id'] for r in results if r[0] in (200, 201)}
+        j = json.loads(request(srv.addr, 'GET', '/sub/news', 'since=0&timeout=0')[2])
+        got = [(m['id'], m['data']) for m in j['messages']]
+        self.assertEqual([i for i, _ in got], sorted(i for i, _ in got))
+        self.assertEqual({i for i, _ in got}, acked | {got[0][0]}, got)
+        self.assertEqual(sorted(d for _, d in got), sorted(['first', 'lead', winner, 'same',
+                                                             'plain']), got)
+        self.assertEqual(publish(srv.addr, 'news', 'after')[0], 201)
+
     def test_22c_stats_report_the_durability_sqlite_applies(self):
         srv = self.serve()
         self.assertEqual(stats(srv.addr)['durability'], 'normal')
