@@ -89,10 +89,7 @@ typedef struct {
      * (up to `threads`) when a connection is queued with no thread to take
      * it.  So a process that is sent one request at a time (mod_fcgid)
      * keeps one thread and one database connection, and a busy pool grows
-     * to what its load needs.  A thread says so only while the main thread
-     * is not already looking (told), so a pool that stays below `threads`
-     * costs the main thread one wake-up per look, not one per request.
-     * Counts guarded by grow_lock. */
+     * to what its load needs.  Counts guarded by grow_lock. */
     int busy_fd; /* eventfd */
     /* THE SHARING RULE.  Workers of one pool accept from one socket, and
      * EPOLLEXCLUSIVE wakes the same (most recently idle) one for most
@@ -117,7 +114,6 @@ typedef struct {
     pthread_t *tids;              /* [max] */
     int max, started, idle;       /* idle: threads waiting for an event */
     int stopping;                 /* set before the joins: no more growth */
-    int told;                     /* the main thread is looking: no need to say so */
     struct fcgi_front_thread *disp; /* THE INLINE RULE's context (dispatcher thread) */
 } fcgi_front;
 
@@ -592,9 +588,7 @@ static fcgi_front_event fcgi_front_next(fcgi_front *f, int ep, int tick_ms) {
     pthread_mutex_unlock(&f->grow_lock);
     fcgi_front_event e = fcgi_front_wait(ep, tick_ms);
     pthread_mutex_lock(&f->grow_lock);
-    int tell = --f->idle == 0 && f->started < f->max && !f->told;
-    if (tell)
-        f->told = 1;
+    int tell = --f->idle == 0 && f->started < f->max;
     pthread_mutex_unlock(&f->grow_lock);
     uint64_t one = 1;
     if (tell && write(f->busy_fd, &one, sizeof one) < 0) {
@@ -609,8 +603,6 @@ static fcgi_front_event fcgi_front_next(fcgi_front *f, int ep, int tick_ms) {
 static int fcgi_front_short(fcgi_front *f) {
     pthread_mutex_lock(&f->grow_lock);
     int busy = f->idle == 0 && f->started < f->max && !f->stopping;
-    if (!busy)
-        f->told = 0; /* with the check, under one lock: the next thread to go busy tells */
     pthread_mutex_unlock(&f->grow_lock);
     if (!busy)
         return -1;

@@ -271,38 +271,6 @@ class ConnTest(ServerCase):
         self.assertEqual(publish(srv.addr, 'news', 'after')[0], 201)
 
 
-    def test_21d2_the_pool_grows_again_each_time_every_thread_is_busy(self):
-        """THE THREAD RULE: a thread that goes busy tells the main thread only
-        while it is not already looking.  Each round holds one more thread
-        than the last in publishes stuck behind another program's write
-        lock, so /health is answered only if the main thread was told again
-        after it last stopped looking."""
-        srv = self.serve(config={'busy_timeout_ms': '8000'}, threads=6)
-        self.assertEqual(publish(srv.addr, 'news', 'first')[0], 201)
-        con = sqlite3.connect(self.db, timeout=5, isolation_level=None)
-        self.addCleanup(con.close)
-        for k in range(1, 5):
-            con.execute('BEGIN IMMEDIATE')
-            results = []
-            threads = [threading.Thread(target=lambda: results.append(
-                publish(srv.addr, 'news', 'x', timeout=15)[0])) for _ in range(k)]
-            for t in threads:
-                t.start()
-            time.sleep(0.3)
-            t0 = time.monotonic()
-            try:
-                st = request(srv.addr, 'GET', '/health', timeout=3)[0]
-            except OSError as e:
-                st = repr(e)
-            took = time.monotonic() - t0
-            con.execute('ROLLBACK')
-            for t in threads:
-                t.join(20)
-            self.assertEqual(st, 200, 'round %d' % k)
-            self.assertLess(took, 1.0, 'round %d: /health waited for a thread' % k)
-            self.assertEqual(results, [201] * k, 'round %d' % k)
-            time.sleep(0.1)  # the main thread stops looking
-
     def test_21e_corrupt_database_is_503_with_the_reason_and_untouched(self):
         with open(self.db, 'wb') as f:
             f.write(b'this is not a database' * 100)
