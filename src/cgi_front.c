@@ -4,7 +4,8 @@
  * difference is the wait: with no dispatcher to park in, a subscribe sleeps
  * on the wake file in this process until a message or its deadline, and
  * re-reads the log on every wake and every data_version_ms tick (rows other
- * programs insert do not touch the wake file). */
+ * programs insert do not touch the wake file).  An event stream is the same
+ * loop that writes each read's events and stays until sse_max. */
 #include "cgi_front.h"
 
 #include <errno.h>
@@ -21,6 +22,7 @@
 extern char **environ;
 
 #define CGI_FRONT_DRAIN_MAX (64LL << 20)
+#define CGI_FRONT_SSE_RETRY_MS 1000 /* EventSource's reconnect delay */
 
 /* Read the body from stdin: 0, -1 if over max, -2 on a read error. */
 static int cgi_front_body(const request *r, int64_t max, buf *body) {
@@ -65,6 +67,44 @@ static void cgi_front_wait(handler *h, const request *r, int64_t cursor, const c
     }
 }
 
+/* An event stream, in this process: the head, then the events of every
+ * read as they come, a comment line when sse_ping passes without one (a
+ * failed write says the client left), until sse_max ends it; 0, or 1 when
+ * the client went away. */
+static int cgi_front_stream(handler *h, const request *r, int64_t cursor, char *epoch) {
+    const config *cfg = h->cfg;
+    buf out;
+    int64_t now = clock_mono_ms(), end = now + cfg->sse_max_s * 1000LL;
+    int64_t ping = now + cfg->sse_ping_s * 1000LL;
+    int rc = 0;
+    buf_init(&out);
+    reply_sse_head(&out, reply_cors(cfg, r->origin), CGI_FRONT_SSE_RETRY_MS);
+    for (;;) {
+        uint32_t seq = wake_seq(h->wk);
+        int more = handler_stream(h, r, &cursor, epoch, &out);
+        now = clock_mono_ms();
+        if (out.len == 0 && now >= ping)
+            buf_puts(&out, ": ping\n\n");
+        if (out.len) {
+            if (fwrite(out.p, 1, out.len, stdout) != out.len || fflush(stdout) != 0) {
+                rc = 1;
+                break;
+            }
+            ping = now + cfg->sse_ping_s * 1000LL;
+            buf_reset(&out);
+        }
+        if (now >= end)
+            break;
+        if (more == 1)
+            continue;
+        int64_t next = ping < end ? ping : end;
+        int slice = next - now < cfg->data_version_ms ? (int)(next - now) : cfg->data_version_ms;
+        wake_wait(h->wk, seq, slice < 0 ? 0 : slice);
+    }
+    buf_free(&out);
+    return rc;
+}
+
 int cgi_front_run(const config *cfg) {
     static handler_counters counters;
     request_limits lim = handler_limits(cfg);
@@ -73,6 +113,7 @@ int cgi_front_run(const config *cfg) {
     handler h;
     buf out, body;
     int64_t cursor = 0;
+    int streamed = 0, gone = 0;
     buf_init(&out);
     buf_init(&body);
     if (!r)
@@ -102,6 +143,11 @@ int cgi_front_run(const config *cfg) {
                 reply_error(&out, 429, cors, "too_many_subscribers",
                             "this client already holds max_parked_per_client waiting subscribes",
                             HANDLER_CLIENT_RETRY_S);
+            } else if (r->format == FORMAT_SSE) {
+                streamed = 1;
+                gone = cgi_front_stream(&h, r, cursor, epoch);
+                if (g && cl)
+                    guard_unpark(g, r->client, cl);
             } else {
                 cgi_front_wait(&h, r, cursor, epoch, &out);
                 if (g && cl)
@@ -111,7 +157,9 @@ int cgi_front_run(const config *cfg) {
         handler_close(&h);
         guard_close(g);
     }
-    int rc = fwrite(out.p, 1, out.len, stdout) == out.len && fflush(stdout) == 0 ? 0 : 1;
+    int rc = streamed ? gone
+                      : fwrite(out.p, 1, out.len, stdout) == out.len && fflush(stdout) == 0 ? 0
+                                                                                             : 1;
     buf_free(&out);
     buf_free(&body);
     free(r);

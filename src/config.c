@@ -40,6 +40,9 @@ void config_defaults(config *c) {
     c->busy_timeout_ms = 5000;
     c->poll_timeout_s = 25;
     c->max_poll_timeout_s = 55;
+    c->sse_ping_s = 15;
+    c->sse_max_s = 120;
+    c->sse_queue_max = 1 << 20;
     c->max_body = 64 * 1024;
     c->max_channels = 16;
     c->max_parked = 10000;
@@ -109,6 +112,9 @@ static const config_intkey config_ints[] = {
     CI("busy_timeout_ms", busy_timeout_ms, 0, 600000),
     CI("poll_timeout", poll_timeout_s, 0, 3600),
     CI("max_poll_timeout", max_poll_timeout_s, 0, 3600),
+    CI("sse_ping", sse_ping_s, 1, 3600),
+    CI("sse_max", sse_max_s, 1, 86400),
+    CI("sse_queue_max", sse_queue_max, 4096, 1LL << 30),
     CI("max_body", max_body, 1, 1024LL * 1024 * 1024),
     CI("max_channels", max_channels, 1, 64),
     CI("max_parked", max_parked, 1, 1000000),

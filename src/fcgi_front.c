@@ -133,6 +133,10 @@ static void fcgi_front_frame_waiter(buf *out, const waiter *w, const char *resp,
     fcgi_proto_frame(out, w->reqid, resp, len);
 }
 
+static void fcgi_front_part_waiter(buf *out, const waiter *w, const char *data, size_t len) {
+    fcgi_proto_stdout(out, w->reqid, data, len);
+}
+
 int fcgi_front_is_listener(int fd) {
     int v = 0;
     socklen_t len = sizeof v;
@@ -383,7 +387,14 @@ static worker_park_result fcgi_front_park(fcgi_front *f, const request *r, int f
     memcpy(w->epoch, epoch, sizeof w->epoch);
     w->limit = r->limit;
     w->cors = reply_cors(f->cfg, r->origin);
-    w->deadline_ms = clock_mono_ms() + r->timeout_s * 1000LL;
+    if (r->format == FORMAT_SSE) { /* the first deadline is its first ping */
+        w->end_ms = clock_mono_ms() + f->cfg->sse_max_s * 1000LL;
+        w->deadline_ms = clock_mono_ms() + f->cfg->sse_ping_s * 1000LL;
+        if (w->deadline_ms > w->end_ms)
+            w->deadline_ms = w->end_ms;
+    } else {
+        w->deadline_ms = clock_mono_ms() + r->timeout_s * 1000LL;
+    }
     snprintf(w->client, sizeof w->client, "%s", r->client);
     worker_park_result res = worker_park(f->wk, w);
     if (res != WORKER_PARK_OK)
@@ -830,7 +841,7 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) 
     buf_init(&disp.out);
     buf_init(&disp.resp);
     f.disp = &disp;
-    worker_front ops = {.frame = fcgi_front_frame_waiter, .read = fcgi_front_read_more,
+    worker_front ops = {.frame = fcgi_front_frame_waiter, .part = fcgi_front_part_waiter, .read = fcgi_front_read_more,
                         .done = fcgi_front_read_done, .again = fcgi_front_again,
                         .idle_ms = FCGI_FRONT_IDLE_MS, .request_ms = FCGI_FRONT_REQUEST_MS,
                         .ud = &f};

@@ -74,11 +74,15 @@ static void fcgi_proto_end(buf *out, uint16_t reqid, int protocol_status) {
     fcgi_proto_record(out, FCGI_END_REQUEST, reqid, body, sizeof body);
 }
 
-void fcgi_proto_frame(buf *out, uint16_t reqid, const char *data, size_t len) {
+void fcgi_proto_stdout(buf *out, uint16_t reqid, const char *data, size_t len) {
     for (size_t off = 0; off < len; off += FCGI_PROTO_RECORD_MAX) {
         size_t n = len - off < FCGI_PROTO_RECORD_MAX ? len - off : FCGI_PROTO_RECORD_MAX;
         fcgi_proto_record(out, FCGI_STDOUT, reqid, data + off, n);
     }
+}
+
+void fcgi_proto_frame(buf *out, uint16_t reqid, const char *data, size_t len) {
+    fcgi_proto_stdout(out, reqid, data, len);
     fcgi_proto_record(out, FCGI_STDOUT, reqid, NULL, 0);
     fcgi_proto_end(out, reqid, FCGI_REQUEST_COMPLETE);
 }

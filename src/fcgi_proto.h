@@ -66,6 +66,10 @@ void fcgi_proto_free(fcgi_proto *p);
 fcgi_proto_event fcgi_proto_feed(fcgi_proto *p, const unsigned char *data, size_t len,
                                  size_t *used);
 
+/* Append FCGI_STDOUT records carrying data[0..len) for request `reqid`
+ * (none when len is 0): part of an answer still going on (a stream). */
+void fcgi_proto_stdout(buf *out, uint16_t reqid, const char *data, size_t len);
+
 /* Append the records that carry a CGI-style response for request `reqid`:
  * FCGI_STDOUT records, the empty FCGI_STDOUT, FCGI_END_REQUEST. */
 void fcgi_proto_frame(buf *out, uint16_t reqid, const char *data, size_t len);

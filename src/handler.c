@@ -192,6 +192,11 @@ void handler_count_answer(handler_counters *counters, const msglog_batch *b,
         atomic_fetch_add(&counters->timeouts, 1);
 }
 
+void handler_count_stream(handler_counters *counters, const msglog_batch *b) {
+    if (b->n)
+        atomic_fetch_add(&counters->deliveries, (int64_t)b->n);
+}
+
 void handler_answer(const config *cfg, buf *out, const msglog_batch *b, request_format fmt,
                     const char *cors,
                     handler_counters *counters) {
@@ -403,6 +408,50 @@ static handler_result handler_sub(handler *h, const request *r, buf *out, int64_
     }
     msglog_batch_free(&b);
     return res;
+}
+
+/* A subscribe as an event stream: admitted like any subscribe, then always
+ * parked (the dispatcher or the CGI loop streams it) from a concrete
+ * cursor -- ?since= or Last-Event-ID, else the start `last` asks for,
+ * else the head -- in the epoch given, else the log's. */
+static handler_result handler_sse(handler *h, const request *r, buf *out, int64_t *cursor,
+                                  char epoch[MSGLOG_EPOCH_LEN + 1]) {
+    const char *cors = reply_cors(h->cfg, r->origin);
+    int key;
+    if (handler_admit(h, r, 0, cors, out, &key) != AUTH_OK)
+        return HANDLER_DONE;
+    handler_check_db(h, 0);
+    snprintf(epoch, MSGLOG_EPOCH_LEN + 1, "%s", r->has_epoch ? r->epoch : msglog_epoch(h->log));
+    *cursor = r->since;
+    if (r->since < 0) {
+        msglog_batch b;
+        if (handler_read(h, r, -1, NULL, &b)) {
+            msglog_batch_free(&b);
+            reply_error(out, 503, cors, "unavailable", msglog_errmsg(h->log), 1);
+            return HANDLER_DONE;
+        }
+        *cursor = b.n ? b.msgs[0].id - 1 : b.cursor;
+        memcpy(epoch, b.epoch, sizeof b.epoch);
+        msglog_batch_free(&b);
+    }
+    return HANDLER_PARK;
+}
+
+int handler_stream(handler *h, const request *r, int64_t *cursor, char *epoch, buf *out) {
+    msglog_batch b;
+    msglog_query q = {.channels = r->channels, .nchannels = r->nchannels, .since = *cursor,
+                      .epoch = epoch, .limit = r->limit};
+    if (msglog_read(h->log, &q, &b)) {
+        msglog_batch_free(&b);
+        return -1;
+    }
+    reply_sse_batch(out, &b);
+    handler_count_stream(h->counters, &b);
+    *cursor = b.cursor;
+    memcpy(epoch, b.epoch, sizeof b.epoch);
+    int more = b.more;
+    msglog_batch_free(&b);
+    return more;
 }
 
 static void handler_gate_init(void) {
@@ -719,12 +768,8 @@ handler_result handler_run(handler *h, const request *r, const void *body, size_
     }
     switch (r->route) {
     case ROUTE_SUB:
-        if (r->format == FORMAT_SSE) {
-            reply_error(out, 406, cors, "not_acceptable",
-                        "the EventSource transport is not in this release; long-poll with"
-                        " Accept: application/json", 0);
-            return HANDLER_DONE;
-        }
+        if (r->format == FORMAT_SSE)
+            return handler_sse(h, r, out, cursor, epoch);
         return handler_sub(h, r, out, cursor, epoch);
     case ROUTE_PUB:
         return handler_pub(h, r, body, len, out);

@@ -8,7 +8,9 @@
  * worker outlives a full disk, a read-only or missing database, and
  * serves again by itself once the cause is gone.  A subscribe with nothing to
  * deliver returns HANDLER_PARK with the concrete cursor to wait from; the
- * caller parks it (worker.c) or blocks on it (cgi_front.c).
+ * caller parks it (worker.c) or blocks on it (cgi_front.c).  An event
+ * stream (Accept: text/event-stream) is always HANDLER_PARK: its caller
+ * sends the head and streams from the cursor.
  */
 #ifndef HOLDFAST_HANDLER_H
 #define HOLDFAST_HANDLER_H
@@ -106,6 +108,14 @@ handler_result handler_run(handler *h, const request *r, const void *body, size_
  * advances to the safe point either way. */
 int handler_poll(handler *h, const request *r, int64_t *cursor, const char *epoch, int final,
                  buf *out);
+
+/* An event stream's next read from *cursor in epoch (both advance): its
+ * events appended to out (reply_sse_batch).  1 when the read stopped at
+ * its limit (read again), 0 when it reached the head, -1 when it failed. */
+int handler_stream(handler *h, const request *r, int64_t *cursor, char *epoch, buf *out);
+
+/* Count the messages of b sent on one event stream. */
+void handler_count_stream(handler_counters *counters, const msglog_batch *b);
 
 /* Count one subscribe answer carrying b in the counters. */
 void handler_count_answer(handler_counters *counters, const msglog_batch *b,

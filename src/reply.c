@@ -10,7 +10,16 @@
  * publisher's bytes in the site's origin, so it must never become a page:
  * it is sent with Content-Security-Policy: sandbox, and as itself only
  * when its type is valid and in raw_types; anything else is served as
- * application/octet-stream, as an attachment, its type in Holdfast-Type. */
+ * application/octet-stream, as an attachment, its type in Holdfast-Type.
+ *
+ * THE EVENT RULE.  A Server-Sent Events answer has no Content-Length: it
+ * is a head, then events as they come.  Each message is one event whose
+ * `id:` is the message's id, so EventSource's Last-Event-ID is a cursor
+ * and a reconnect resumes after the last event the browser dispatched;
+ * its `data:` is the API's message object, split at line breaks (an event
+ * ends at a blank line, and SSE joins `data:` lines with LF, so the value
+ * a page parses is the same JSON).  Gaps and resets are their own named
+ * events, before the messages of the same read. */
 #include "reply.h"
 
 #include <stdio.h>
@@ -115,6 +124,53 @@ void reply_raw(buf *out, const msglog_batch *b, const char *cors, const config *
     }
     buf_printf(out, "Holdfast-Id: %lld\r\nHoldfast-Epoch: %s\r\n", (long long)m->id, b->epoch);
     reply_finish(out, m->body, m->len);
+}
+
+void reply_sse_head(buf *out, const char *cors, int retry_ms) {
+    reply_head(out, 200, "text/event-stream", cors);
+    /* nginx streams an answer that says so, whatever its proxy buffering */
+    buf_puts(out, "X-Accel-Buffering: no\r\n\r\n");
+    buf_printf(out, "retry: %d\n\n", retry_ms);
+}
+
+/* `data:` lines for s[0..n): one per line of s (CR, LF or CRLF ends one). */
+static void reply_sse_data(buf *out, const char *s, size_t n) {
+    size_t i = 0;
+    while (i <= n) {
+        size_t j = i;
+        while (j < n && s[j] != '\n' && s[j] != '\r')
+            j++;
+        buf_puts(out, "data: ");
+        buf_put(out, s + i, j - i);
+        buf_putc(out, '\n');
+        if (j >= n)
+            break;
+        i = j + (s[j] == '\r' && j + 1 < n && s[j + 1] == '\n' ? 2 : 1);
+        if (i == n)
+            break; /* a trailing line break adds no empty line */
+    }
+}
+
+void reply_sse_batch(buf *out, const msglog_batch *b) {
+    buf one;
+    buf_init(&one);
+    if (b->reset) {
+        buf_puts(out, "event: reset\n");
+        buf_printf(out, "data: {\"epoch\":\"%s\",\"head\":%lld,\"cursor\":%lld}\n\n",
+                   b->epoch, (long long)b->head, (long long)b->cursor);
+    }
+    if (b->gap)
+        buf_printf(out, "event: gap\ndata: {\"oldest\":%lld}\n\n", (long long)b->oldest);
+    for (size_t i = 0; i < b->n; i++) {
+        buf_reset(&one);
+        jsonenc_message(&one, &b->msgs[i]);
+        buf_printf(out, "id: %lld\n", (long long)b->msgs[i].id);
+        reply_sse_data(out, one.p, one.len);
+        buf_putc(out, '\n');
+    }
+    if (one.oom)
+        out->oom = 1;
+    buf_free(&one);
 }
 
 void reply_error(buf *out, int status, const char *cors, const char *error,

@@ -32,6 +32,14 @@ void reply_json(buf *out, int status, const char *cors, const char *body, size_t
  * is in cfg's raw_types. */
 void reply_raw(buf *out, const msglog_batch *b, const char *cors, const config *cfg);
 
+/* The head of a Server-Sent Events answer (no Content-Length: it goes on)
+ * and its first line, the reconnect delay EventSource should use. */
+void reply_sse_head(buf *out, const char *cors, int retry_ms);
+
+/* The events of a batch (THE EVENT RULE, reply.c): `reset` and `gap`
+ * first when the batch says so, then one event per message. */
+void reply_sse_batch(buf *out, const msglog_batch *b);
+
 /* {"error":..,"detail":..} with status; retry_after > 0 adds Retry-After. */
 void reply_error(buf *out, int status, const char *cors, const char *error,
                  const char *detail, int retry_after);

@@ -34,16 +34,23 @@ struct waiter {
     uint8_t linger;      /* input may be left unread: drain before closing */
     uint8_t counted;     /* counted against its client's cap (limits_park) */
     uint8_t keep;        /* the web server keeps the connection (FCGI_KEEP_CONN) */
+    uint8_t rerun;       /* owner's: on its list of streams to read again */
+    uint8_t behind;      /* owner's: a stream whose reads wait for its output to drain */
+    uint8_t wantout;     /* owner's: a parked stream waits for room to write */
     uint32_t mark;       /* dispatcher scratch: dedupe within one pass */
     size_t heap_idx;     /* position in the deadline heap */
     int64_t deadline_ms; /* monotonic clock: the poll's end, or the write's */
     uint64_t seq;        /* arrival order: ties on deadline go first-come */
     int64_t cursor;      /* nothing of these channels is unread at or below */
+    int64_t end_ms;      /* an event stream's end (monotonic clock) */
+    uint64_t sent;       /* an event stream's bytes written so far */
+    uint64_t sent_seen;  /* ... at its last ping: no progress since means stuck */
     char epoch[MSGLOG_EPOCH_LEN + 1];
     size_t limit;
     const char *cors;    /* CORS header lines (config-owned) */
     char client[WAITER_CLIENT_MAX + 1]; /* the client's address, for limits_unpark */
-    buf *pending;        /* the answer being written, once it is not parked */
+    buf *pending;        /* the answer being written once it is not parked; an
+                            event stream's output not yet taken while it is */
     size_t pending_off;
     struct waiter *out_prev, *out_next; /* owner's list while reading/writing/draining */
     void *intake;        /* the front's state of a request still arriving */

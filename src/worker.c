@@ -73,6 +73,7 @@
 #define WORKER_DRAIN_MS 10000          /* for the web server to close */
 #define WORKER_DRAIN_MAX (64u << 20)   /* bytes read while draining */
 #define WORKER_STORAGE_RETRY_MS 1000
+#define WORKER_SSE_RETRY_MS 1000       /* EventSource's reconnect delay */
 
 typedef struct {
     waiter *head, *tail;
@@ -101,6 +102,7 @@ struct worker {
     worker_fifo writing;  /* answers going out */
     worker_fifo draining; /* answered, input still being read */
     worker_fifo idle;     /* kept connections waiting for their next request */
+    worker_fifo rerun;    /* parked streams to read again (THE STREAM RULE) */
     waiter **batch; /* waiters to re-read in this pass */
     size_t nbatch, capbatch;
     buf resp, body;
@@ -168,6 +170,7 @@ static worker_fifo *worker_fifo_of(worker *wk, waiter *w) {
            : w->state == WORKER_WRITING  ? &wk->writing
            : w->state == WORKER_DRAINING ? &wk->draining
            : w->state == WORKER_IDLE     ? &wk->idle
+           : w->rerun                    ? &wk->rerun
                                          : NULL;
 }
 
@@ -323,11 +326,171 @@ static void worker_left(worker *wk, waiter *w) {
     worker_drop(wk, w);
 }
 
+/* ---- event streams (THE STREAM RULE) ---------------------------------------- */
+
+static int worker_is_stream(const waiter *w) {
+    return w->format == FORMAT_SSE;
+}
+
+/* Bytes of a stream's output not yet taken by the web server. */
+static size_t worker_unsent(const waiter *w) {
+    return w->pending ? w->pending->len - w->pending_off : 0;
+}
+
+/* Read s again on the next turn of the loop (once). */
+static void worker_rerun(worker *wk, waiter *s) {
+    if (!s->rerun) {
+        s->rerun = 1;
+        worker_fifo_push(&wk->rerun, s);
+    }
+}
+
+/* Write what the stream has; a socket that is full waits for EPOLLOUT.
+ * 0, or -1 when the connection failed (s is gone). */
+static int worker_stream_flush(worker *wk, waiter *s) {
+    buf *p = s->pending;
+    int full = 0;
+    while (p && s->pending_off < p->len) {
+        ssize_t n = write(s->fd, p->p + s->pending_off, p->len - s->pending_off);
+        if (n > 0) {
+            s->pending_off += (size_t)n;
+            s->sent += (uint64_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            full = 1;
+            break;
+        } else {
+            worker_left(wk, s);
+            return -1;
+        }
+    }
+    if (p && s->pending_off == p->len) {
+        buf_reset(p);
+        s->pending_off = 0;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (full ? EPOLLOUT : 0),
+                             .data.ptr = s};
+    if (full != s->wantout && epoll_ctl(wk->epfd, EPOLL_CTL_MOD, s->fd, &ev) != 0) {
+        worker_left(wk, s);
+        return -1;
+    }
+    s->wantout = (uint8_t)full;
+    if (s->behind && worker_unsent(s) <= (size_t)wk->cfg->sse_queue_max / 2) {
+        s->behind = 0;
+        worker_rerun(wk, s);
+    }
+    return 0;
+}
+
+/* Queue data[0..len) on stream s, framed by the front, and write it. */
+static int worker_stream_put(worker *wk, waiter *s, const char *data, size_t len) {
+    if (!s->pending) {
+        if (!(s->pending = malloc(sizeof *s->pending))) {
+            worker_left(wk, s);
+            return -1;
+        }
+        buf_init(s->pending);
+        s->pending_off = 0;
+    } else if (s->pending_off > 0 && s->pending_off >= s->pending->len / 2) {
+        memmove(s->pending->p, s->pending->p + s->pending_off, worker_unsent(s));
+        s->pending->len -= s->pending_off;
+        s->pending_off = 0;
+    }
+    wk->front.part(s->pending, s, data, len);
+    if (s->pending->oom) {
+        worker_left(wk, s);
+        return -1;
+    }
+    return worker_stream_flush(wk, s);
+}
+
+/* The stream's time is up (or the worker stops): end its answer; the web
+ * server closes or keeps the connection as for any answer. */
+static void worker_stream_end(worker *wk, waiter *s) {
+    waiters_remove(wk->ws, s);
+    worker_unpark(wk, s);
+    if (s->rerun) {
+        worker_fifo_remove(&wk->rerun, s);
+        s->rerun = 0;
+    }
+    if (!s->pending && !(s->pending = calloc(1, sizeof *s->pending))) {
+        worker_drop(wk, s);
+        return;
+    }
+    wk->front.frame(s->pending, s, "", 0);
+    if (s->pending->oom) {
+        worker_drop(wk, s);
+        return;
+    }
+    worker_write(wk, s);
+}
+
+/* A stream's deadline: its end, or a ping -- a comment line when nothing
+ * went out since the last one, so a client that left is found by the
+ * write, and the web server's idle timeout never fires.  A stream that
+ * took nothing of its output for a whole ping interval is dropped: it
+ * reconnects from its Last-Event-ID and loses nothing. */
+static void worker_stream_due(worker *wk, waiter *s) {
+    int64_t now = clock_mono_ms();
+    if (wk->stopping || now >= s->end_ms) {
+        worker_stream_end(wk, s);
+        return;
+    }
+    if (worker_unsent(s) && s->sent == s->sent_seen) {
+        fprintf(stderr, "holdfast[%d]: an event stream took none of its %zu bytes in %d s:"
+                " dropped (it resumes from its Last-Event-ID)\n", (int)getpid(),
+                worker_unsent(s), wk->cfg->sse_ping_s);
+        worker_left(wk, s);
+        return;
+    }
+    waiters_remove(wk->ws, s);
+    s->deadline_ms = now + wk->cfg->sse_ping_s * 1000LL;
+    if (s->deadline_ms > s->end_ms)
+        s->deadline_ms = s->end_ms;
+    if (waiters_add(wk->ws, s) != 0) {
+        worker_unpark(wk, s);
+        atomic_fetch_add(&wk->counters->left, 1);
+        worker_drop(wk, s);
+        return;
+    }
+    if (s->sent == s->sent_seen && worker_stream_put(wk, s, ": ping\n\n", 8) != 0)
+        return;
+    s->sent_seen = s->sent;
+}
+
+/* A parked stream's connection has an event: room to write, or the web
+ * server closed (the client left). */
+static void worker_stream_event(worker *wk, waiter *s, uint32_t events) {
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        worker_left(wk, s);
+    else if (events & EPOLLOUT)
+        worker_stream_flush(wk, s);
+}
+
+/* Deliver one read's events (body, shared by a group) to stream s. */
+static void worker_stream_deliver(worker *wk, waiter *s, const msglog_batch *b,
+                                  const buf *body) {
+    s->cursor = b->cursor;
+    memcpy(s->epoch, b->epoch, sizeof s->epoch);
+    handler_count_stream(wk->counters, b);
+    if (body->len && worker_stream_put(wk, s, body->p, body->len) != 0)
+        return;
+    if (worker_unsent(s) > (size_t)wk->cfg->sse_queue_max / 2)
+        s->behind = 1; /* read on once the web server took half */
+    else if (b->more)
+        worker_rerun(wk, s);
+}
+
 /* ---- timeouts -------------------------------------------------------------- */
 
 /* Answer w with no messages and the safe cursor (see THE WAKE RULE). */
 static void worker_expire(worker *wk, waiter *w) {
     msglog_batch b;
+    if (worker_is_stream(w)) {
+        worker_stream_due(wk, w);
+        return;
+    }
     memset(&b, 0, sizeof b);
     b.cursor = w->cursor > wk->processed_head ? w->cursor : wk->processed_head;
     b.head = b.cursor;
@@ -368,6 +531,17 @@ static void worker_batch_push(worker *wk, waiter *w) {
     wk->batch[wk->nbatch++] = w;
 }
 
+/* Start the streams whose reads the last pass left (a limit reached, or
+ * output drained): into a new pass. */
+static void worker_take_reruns(worker *wk) {
+    while (wk->rerun.head) {
+        waiter *s = wk->rerun.head;
+        worker_fifo_remove(&wk->rerun, s);
+        s->rerun = 0;
+        worker_batch_push(wk, s);
+    }
+}
+
 static void worker_mark_cb(waiter *w, void *ud) {
     worker_batch_push(ud, w);
 }
@@ -398,10 +572,39 @@ static int worker_cmp(const void *pa, const void *pb) {
     return (a->cors > b->cors) - (a->cors < b->cors);
 }
 
+/* One read for k streams that want the same thing (those behind excepted):
+ * its events, encoded once, go to each; they stay parked. */
+static void worker_stream_group(worker *wk, waiter **g, size_t k) {
+    size_t n = 0;
+    for (size_t i = 0; i < k; i++)
+        if (!g[i]->behind)
+            g[n++] = g[i];
+    if (n == 0)
+        return;
+    waiter *w0 = g[0];
+    msglog_query q = {.channels = w0->channels, .nchannels = w0->nchannels,
+                      .since = w0->cursor, .epoch = w0->epoch, .limit = w0->limit};
+    msglog_batch b;
+    if (msglog_read(wk->h.log, &q, &b)) {
+        fprintf(stderr, "holdfast[%d]: read for event streams: %s\n", (int)getpid(),
+                msglog_errmsg(wk->h.log));
+        return; /* the next wake reads again */
+    }
+    buf_reset(&wk->body);
+    reply_sse_batch(&wk->body, &b);
+    for (size_t i = 0; i < n; i++)
+        worker_stream_deliver(wk, g[i], &b, &wk->body);
+    msglog_batch_free(&b);
+}
+
 /* One read for k waiters that want the same thing; answer them if there is
  * news, else advance their cursors and leave them parked. */
 static void worker_answer_group(worker *wk, waiter **g, size_t k) {
     waiter *w0 = g[0];
+    if (worker_is_stream(w0)) {
+        worker_stream_group(wk, g, k);
+        return;
+    }
     msglog_query q = {.channels = w0->channels,
                       .nchannels = w0->nchannels,
                       .since = w0->cursor,
@@ -501,6 +704,17 @@ static void worker_register(worker *wk, waiter *w) {
         reply_error(&wk->resp, 503, w->cors, "unavailable", "out of memory", 1);
         worker_unpark(wk, w);
         worker_send(wk, w, &wk->resp);
+        return;
+    }
+    if (worker_is_stream(w)) { /* its head now, its events from its cursor on */
+        buf_reset(&wk->resp);
+        reply_sse_head(&wk->resp, w->cors, WORKER_SSE_RETRY_MS);
+        if (worker_stream_put(wk, w, wk->resp.p, wk->resp.len) != 0)
+            return;
+        if (wk->stopping)
+            worker_stream_end(wk, w);
+        else
+            worker_batch_push(wk, w);
         return;
     }
     if (wk->stopping)
@@ -608,6 +822,8 @@ static int worker_timeout_ms(worker *wk) {
     int64_t next = wk->watching ? INT64_MAX : clock_mono_ms() + WORKER_STORAGE_RETRY_MS;
     if (wk->stopping)
         return 50;
+    if (wk->rerun.head)
+        return 0; /* streams with more to read */
     for (size_t i = 0; i < sizeof due / sizeof due[0]; i++)
         if (due[i] && due[i]->deadline_ms < next)
             next = due[i]->deadline_ms;
@@ -660,6 +876,8 @@ static void worker_event(worker *wk, struct epoll_event *ev, int *changed) {
             worker_flush(wk, w); /* writable, or failed: flush finds out */
         else if (w->state == WORKER_DRAINING)
             worker_drain(wk, w);
+        else if (worker_is_stream(w))
+            worker_stream_event(wk, w, ev->events);
         else
             worker_left(wk, w); /* a parked connection spoke or closed */
     }
@@ -675,6 +893,7 @@ static void *worker_main(void *arg) {
         int n = epoll_wait(wk->epfd, evs, WORKER_EVENTS, worker_timeout_ms(wk));
         for (int i = 0; i < n; i++)
             worker_event(wk, &evs[i], &changed);
+        worker_take_reruns(wk);
         if (wk->nbatch)
             worker_answer_batch(wk); /* waiters registered above that may have missed a pass */
         if (!wk->watching)

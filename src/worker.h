@@ -1,5 +1,6 @@
 /* worker.h -- a worker's dispatcher: holds parked subscribers and answers
- * them on wake, deadline or shutdown.
+ * them on wake, deadline or shutdown -- or, for an event stream, delivers
+ * to them and keeps them until the stream's end.
  *
  * Lifecycle: worker_start() spawns the dispatcher thread (and the wake
  * watcher); any thread hands subscribers over with worker_park(), and
@@ -21,8 +22,12 @@ typedef struct worker worker;
 
 /* What the front does for the dispatcher. */
 typedef struct {
-    /* Append the wire form of response resp[0..len) for w's connection to out. */
+    /* Append the wire form of response resp[0..len) for w's connection to
+     * out: the end of w's answer. */
     void (*frame)(buf *out, const waiter *w, const char *resp, size_t len);
+    /* Append the wire form of data[0..len), a part of w's answer that goes
+     * on (an event stream). */
+    void (*part)(buf *out, const waiter *w, const char *data, size_t len);
     /* A request handed over with worker_read() is readable: read what is
      * there; 1 once it is done arriving (whole, refused or broken), 0 to
      * wait for more.  Runs on the dispatcher thread. */

@@ -797,11 +797,6 @@ class ErrorTest(HoldfastTest):
         self.wait_parked(0)
         self.assertEqual(self.sub('/sub/news', 'since=0&timeout=1')['cursor'], mid)
 
-    def test_12f_event_stream_accept_is_406(self):
-        self.serve()
-        self.assertErrorAnswer(self.get('/sub/news', 'timeout=1', {
-            'Accept': 'text/event-stream'}), 406, 'not_acceptable')
-
     def test_12g_cors_preflight_errors_and_timeout_answers_carry_allow_origin(self):
         origin = 'https://example.test'
         self.serve(config={'cors_origin': origin}, warm=True)
