@@ -40,6 +40,7 @@ void config_defaults(config *c) {
     c->busy_timeout_ms = 5000;
     c->poll_timeout_s = 25;
     c->max_poll_timeout_s = 55;
+    c->sse = 1;
     c->sse_ping_s = 15;
     c->sse_max_s = 120;
     c->sse_queue_max = 1 << 20;
@@ -386,6 +387,8 @@ int config_set(config *c, const char *key, const char *v, char *err, size_t errl
     }
     if (!strcmp(key, "publish_rate"))
         return config_rate(v, &c->publish_rate_milli, err, errlen);
+    if (!strcmp(key, "sse"))
+        return config_bool(key, v, &c->sse, err, errlen);
     if (!strcmp(key, "raw_types"))
         return config_raw_types(c, v, err, errlen);
     if (!strcmp(key, "durability")) {
@@ -525,7 +528,8 @@ int config_apply_env(config *c, char *const *envp, char *err, size_t errlen) {
         "db",           "durability",       "listen",           "listen_mode",
         "listen_group", "publish_key",      "cors_origin",      "cors_credentials",
         "publish",      "subscribe",        "token_secret",     "token_algorithms",
-        "token_cookie", "client_header",    "publish_rate",     "raw_types"};
+        "token_cookie", "client_header",    "publish_rate",     "raw_types",
+        "sse"};
     char name[64], why[512];
     if (!envp)
         envp = environ;

@@ -51,6 +51,7 @@ typedef struct {
     int busy_timeout_ms;
     int poll_timeout_s;      /* default hold of a subscribe */
     int max_poll_timeout_s;  /* cap on ?timeout= */
+    int sse;                 /* event streams served (off: 406, clients long-poll) */
     int sse_ping_s;          /* an event stream's comment line at least this often */
     int sse_max_s;           /* an event stream ends after this (the browser reconnects) */
     int64_t sse_queue_max;   /* bytes an event stream may have unsent before it is dropped */

@@ -768,6 +768,12 @@ handler_result handler_run(handler *h, const request *r, const void *body, size_
     }
     switch (r->route) {
     case ROUTE_SUB:
+        if (r->format == FORMAT_SSE && !h->cfg->sse) {
+            reply_error(out, 406, cors, "not_acceptable",
+                        "event streams are off here (sse = off): long-poll with"
+                        " Accept: application/json", 0);
+            return HANDLER_DONE;
+        }
         if (r->format == FORMAT_SSE)
             return handler_sse(h, r, out, cursor, epoch);
         return handler_sub(h, r, out, cursor, epoch);

@@ -46,6 +46,22 @@
  * connection that lingers (input left unread) or is answered while the
  * worker stops is closed as before.
  *
+ * THE STREAM RULE.  An event stream (format SSE) is a parked waiter that
+ * is never answered-and-closed by news: each read's events go out on its
+ * connection (framed by front.part), its cursor advances to the read's,
+ * and it stays in the registry, so THE WAKE RULE covers it like any
+ * waiter and streams wanting the same read share it and its encoded
+ * events.  Its output is bounded by the cursor, not by dropping events: a
+ * read that hits the limit is read again on the next turn of the loop
+ * (the rerun list), and a stream whose unsent output passes half of
+ * sse_queue_max is not read (`behind`) until the web server has taken it
+ * -- its cursor simply stays where it is.  Its deadline is a ping (a
+ * comment line when nothing else went out, so the web server's idle
+ * timeout never fires and a client that left is found), then its end at
+ * sse_max, when the answer ends like any other and the browser reconnects
+ * with Last-Event-ID.  A stream that took none of its output for a whole
+ * ping interval is dropped (said in the log, counted as `left`).
+ *
  * STORAGE.  A dispatcher whose log or wake file cannot be opened keeps
  * running (the accepting threads answer 503) and tries again every
  * second; once both are open it starts the wake watcher and says ready.

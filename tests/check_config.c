@@ -32,6 +32,10 @@ static const char full_conf[] =
     "cors_origin = https://b.example\n"
     "retain_messages = 1000\n"
     "retain_seconds = 86400\n"
+    "sse = off\n"
+    "sse_ping = 5\n"
+    "sse_max = 600\n"
+    "sse_queue_max = 64k\n"
     "\n"
     "[channel chat.*]\n"
     "# a comment inside a section\n"
@@ -84,6 +88,12 @@ START_TEST(test_defaults_are_sane)
     ck_assert_int_ge(c.workers, 1);
     ck_assert_int_ge(c.threads, 1);
     ck_assert_int_eq(c.npublish_keys, 0);
+    ck_assert_int_eq(c.sse, 1);
+    /* a ping well inside every web server's idle timeout (nginx 60 s, mod_fcgid
+     * 40 s), a stream recycled before mod_fcgid's FcgidBusyTimeout (300 s) */
+    ck_assert_int_le(c.sse_ping_s, 30);
+    ck_assert_int_lt(c.sse_max_s, 300);
+    ck_assert_int_ge(c.sse_queue_max, 65536);
     ck_assert_int_eq(c.ncors_origins, 0);
     ck_assert_int_eq(c.npolicies, 0);
     ck_assert_str_eq(c.source, "");
@@ -118,6 +128,10 @@ START_TEST(test_parse_reads_every_key_comments_and_blank_lines)
     ck_assert_str_eq(c.cors_origins[1], "https://b.example");
     ck_assert_int_eq(c.retention.max_messages, 1000);
     ck_assert_int_eq(c.retention.max_age_s, 86400);
+    ck_assert_int_eq(c.sse, 0);
+    ck_assert_int_eq(c.sse_ping_s, 5);
+    ck_assert_int_eq(c.sse_max_s, 600);
+    ck_assert_int_eq(c.sse_queue_max, 65536);
     ck_assert_int_eq(c.npolicies, 3);
     ck_assert_str_eq(c.policies[0].pattern, "chat.*");
     ck_assert_int_eq(c.policies[0].retention.max_messages, 10);

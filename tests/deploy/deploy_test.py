@@ -12,6 +12,9 @@ breaks fails here.  Against each it runs one conformance scenario:
                     (/sub/a%2Cb is two channels), not from holdfast's fallback
   pub+sub           a parked subscriber is answered by a publish, well before
                     its poll would time out, with exactly that message
+  event stream      GET /sub with Accept: text/event-stream; three messages
+                    published one by one, each event through the web server
+                    within 1 s of its publish (a buffering server fails)
   batch             five messages published, then one subscribe with the
                     cursor before them: one answer carries all five, in order
   resume            a client that drops mid-poll and comes back with its
@@ -42,6 +45,7 @@ current user.  Prints "ok - ..." / "FAIL - ..." per check and finally
 import argparse
 import http.client
 import json
+import re
 import grp
 import os
 import pwd
@@ -293,6 +297,7 @@ class Deployment:
     flood_test = False      # run per_client_cap() (holdfast.conf gets the cap)
     spawned_marker = None   # cmdline marker of per-request processes (fcgid, CGI)
     pub_base = None         # where the guide has publishers send, when not base
+    sse = True              # event streams are on in the shipped settings
     # hostile(): whether it runs, and what this web server documents (see there)
     hostile = False
     big_body_status = 413   # a 4 MiB publish (max_body is 64k)
@@ -484,6 +489,7 @@ class ApacheFcgidHtaccess(ApacheDeployment):
     installs them: binary copied to <docroot>/lp/holdfast.fcgi."""
     name = 'apache-fcgid-htaccess'
     settings_url = '/lp/holdfast.conf'
+    sse = False             # holdfast.conf: sse = off (FcgidOutputBufferSize is the host's)
     spawned_marker = 'holdfast.fcgi'
     flood_test = True
 
@@ -900,6 +906,51 @@ DEPLOYMENTS = [ApacheFcgidHtaccess, ApacheFcgidWrapper, ApacheFcgidAtCap, Apache
 
 # ---- the conformance scenario ---------------------------------------------------------------
 
+def sse_check(n, port, path, publish, rounds=3, limit_s=1.0):
+    """GET path as an EventSource would (HTTP/1.0, so no chunking to undo),
+    then publish `rounds` messages one by one: each event must arrive
+    within limit_s of its publish's acknowledgement, whole and in order --
+    what a web server that buffers the answer would fail."""
+    s = socket.create_connection(('127.0.0.1', port), timeout=10)
+    try:
+        s.sendall(('GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n'
+                   'Authorization: Bearer %s\r\n\r\n' % (path, KEY)).encode())
+        data = b''
+        deadline = time.monotonic() + 10
+        while b'retry:' not in data and time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b'\r\n\r\n')
+        ok_head = (b' 200 ' in head.split(b'\r\n')[0] and
+                   b'text/event-stream' in head.lower() and b'retry:' in body)
+        ids, lats, got = [], [], body
+        for i in range(rounds if ok_head else 0):
+            mid = publish(i)
+            t_acked = time.monotonic()
+            want = b'id: %d\n' % mid
+            while want not in got and time.monotonic() - t_acked < limit_s + 4:
+                s.settimeout(max(0.05, limit_s + 4 - (time.monotonic() - t_acked)))
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                got += chunk
+            lats.append(time.monotonic() - t_acked)
+            ids.append(mid)
+        seen = [int(x) for x in re.findall(rb'^id: (\d+)$', got, re.M)]
+        good = ok_head and seen == ids and all(x < limit_s for x in lats)
+        R.check('%s: an event stream delivers each event at once' % n, good,
+                'events %s ms after their publish' % ', '.join('%.0f' % (x * 1000) for x in lats)
+                if good else 'head %r; ids %s, seen %s, after %s s; got %r' % (
+                    head[:300], ids, seen, ['%.2f' % x for x in lats], got[-300:]))
+    finally:
+        s.close()
+
+
 def scenario(dep):
     n = dep.name
     port = dep.port
@@ -961,6 +1012,24 @@ def scenario(dep):
                 'early=%s %s %r after %.1f s' % (early, st, b[:300], lat))
     except Exception as e:  # noqa: BLE001
         R.check('%s: a parked subscriber gets the published message' % n, False, repr(e))
+
+    # an event stream: every event flushed through the web server as it happens
+    try:
+        c = head('sse')
+        if dep.sse:
+            sse_check(n, port, P('/sub/sse?since=%d' % c),
+                      lambda i: publish('sse', b'ev-%d' % i))
+        else:  # the documented refusal, at once, so that clients long-poll
+            t0 = time.monotonic()
+            st, _, b = req(port, 'GET', P('/sub/sse?since=%d' % c),
+                           headers={'Accept': 'text/event-stream'}, timeout=10)
+            j = jbody(b)
+            took = time.monotonic() - t0
+            R.check('%s: event streams are refused with 406 at once (sse = off)' % n,
+                    st == 406 and j and j.get('error') == 'not_acceptable' and took < 2,
+                    '%s %r after %.1f s' % (st, b[:200], took))
+    except Exception as e:  # noqa: BLE001
+        R.check('%s: an event stream delivers each event at once' % n, False, repr(e))
 
     # batch after cursor
     try:

@@ -261,6 +261,14 @@ class SseCase(unittest.TestCase):
         st, h, b = hfutil.request(self.srv.addr, 'GET', '/sub/bad~name', headers=SSE)
         self.assertEqual(st, 400, b)
 
+    def test_s15_sse_off_answers_406_at_once_so_clients_long_poll(self):
+        self.serve(config={'sse': 'off'})
+        t0 = time.monotonic()
+        st, h, b = hfutil.request(self.srv.addr, 'GET', '/sub/news', headers=SSE)
+        self.assertEqual((st, json.loads(b)['error']), (406, 'not_acceptable'), b)
+        self.assertLess(time.monotonic() - t0, 2)
+        self.assertEqual(stats(self.srv.addr)['parked'], 0)
+
     def test_s14_killed_worker_then_resume_from_last_event_id_on_a_sibling(self):
         srv = self.serve(workers=2)
         s = self.stream()
