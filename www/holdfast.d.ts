@@ -87,6 +87,16 @@ export interface SubscribeOptions<T = unknown> {
    *  back-off instead of stopping the subscription. */
   token?: string | (() => string | Promise<string>);
   credentials?: RequestCredentials;
+  /** 'long-poll' (default); 'sse': one EventSource (Accept:
+   *  text/event-stream), same cursor and store; 'auto': 'sse' where
+   *  EventSource exists and neither `fetch`, `headers` nor a token function
+   *  is given.  An event stream that does not open within sseOpenTimeout ms
+   *  (default 5000; a server with `sse = off` answers 406) makes the
+   *  subscription long-poll from the same position. */
+  transport?: 'long-poll' | 'sse' | 'auto';
+  sseOpenTimeout?: number;
+  /** The EventSource constructor (default globalThis.EventSource). */
+  EventSource?: unknown;
   /** Injection points (tests, other runtimes). */
   fetch?: typeof fetch;
   random?: () => number;

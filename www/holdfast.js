@@ -22,6 +22,18 @@
 // says.  4xx answers other than 408/429 mean the request itself is wrong
 // (bad channel, wrong base URL, forbidden): the loop stops and says why.
 //
+// EVENT STREAMS.  With transport 'auto' (where EventSource exists and no
+// token header is needed) or 'sse', the same position is followed over one
+// EventSource (GET ... Accept: text/event-stream): each event is a message
+// whose id is its cursor, delivered under the same "above the last id"
+// rule and stored the same way, so a page can switch transports and resume.
+// The client closes the EventSource on any error and opens a new one with
+// its own since= (never the browser's own reconnect: its URL would carry
+// the first cursor forever).  A stream that does not open within
+// sseOpenTimeout ms (a server that answers 406 because it has `sse = off`,
+// a proxy that holds the stream back) makes the subscription long-poll from
+// then on.
+//
 // GAPS AND RESETS.  "gap": true means retention pruned messages after our
 // cursor: onGap, then the messages still held.  "reset": true means the
 // cursor belongs to another database (replaced or restored): onReset, then
@@ -224,6 +236,15 @@ class Subscription {
     this.abort = new AbortController();
     this.nap = null;      // the AbortController of the current back-off
     this.inflight = null; // the AbortController of the request in flight
+    const ES = o.EventSource || globalThis.EventSource;
+    const tr = o.transport || 'long-poll';
+    // EventSource cannot send headers: a token goes as ?token= (a string
+    // only); a token function keeps the subscription on long-poll.
+    const canSse = typeof ES === 'function' && typeof o.token !== 'function';
+    this.sse = canSse && (tr === 'sse' || (tr === 'auto' && !o.fetch && !o.headers)) ? ES : null;
+    this.sseOpened = false; // a stream has opened once: failures reconnect
+    this.sseOpenTimeout = o.sseOpenTimeout || 5000;
+    this.source = null;   // the EventSource open now
     // The browser knows when the network comes and goes: back online ends a
     // back-off at once; offline drops a held poll whose connection is gone.
     this._onOnline = () => { if (this.nap) this.nap.abort(); };
@@ -254,6 +275,7 @@ class Subscription {
     this.stopped = true;
     this.abort.abort();
     if (this.nap) this.nap.abort();
+    if (this.source) this.source.close();
     if (typeof globalThis.removeEventListener === 'function') {
       globalThis.removeEventListener('online', this._onOnline);
       globalThis.removeEventListener('offline', this._onOffline);
@@ -265,6 +287,15 @@ class Subscription {
     await this._restore();
     if (this.stopped) return;
     this._setStatus('connecting');
+    while (!this.stopped && this.sse) {
+      const r = await this._stream();
+      if (this.stopped) return;
+      if (r.fallback) {
+        this.sse = null; // long-poll from here on, from the same position
+        break;
+      }
+      if (r.error) await this._failed(r.error);
+    }
     while (!this.stopped) {
       let answer;
       try {
@@ -307,6 +338,87 @@ class Subscription {
     }
     q.set('timeout', String(this.probe ? 0 : this.timeout));
     return `${this.base}/sub/${this.channels.join(',')}?${q}`;
+  }
+
+  /** One EventSource until it fails: resolves {error} (reconnect) or
+   *  {fallback: true} (it never opened: long-poll instead). */
+  _stream() {
+    return new Promise((resolve) => {
+      const q = new URLSearchParams();
+      if (this.cursor !== null) {
+        q.set('since', String(this.cursor));
+        if (this.epoch) q.set('epoch', this.epoch);
+      } else if (this.opts.last > 0) {
+        q.set('last', String(this.opts.last));
+      }
+      if (typeof this.opts.token === 'string') q.set('token', this.opts.token);
+      const url = `${this.base}/sub/${this.channels.join(',')}?${q}`;
+      const es = new this.sse(url, { withCredentials: this.opts.credentials === 'include' });
+      this.source = es;
+      let opened = false;
+      const done = (r) => {
+        clearTimeout(openTimer);
+        es.close();
+        if (this.source === es) this.source = null;
+        resolve(r);
+      };
+      const notOpen = () => (this.sseOpened
+        ? { error: new HoldfastError('holdfast: the event stream did not open', { status: 503 }) }
+        : { fallback: true });
+      const openTimer = setTimeout(() => { if (!opened) done(notOpen()); },
+                                   this.sseOpenTimeout);
+      const parse = (ev) => {
+        try {
+          return JSON.parse(ev.data);
+        } catch (_) {
+          done({ error: new HoldfastError('holdfast: an event that is not JSON') });
+          return null;
+        }
+      };
+      es.onopen = () => {
+        opened = true;
+        this.sseOpened = true;
+        this.failures = 0;
+        this.probe = false;
+        this._setStatus('live');
+      };
+      es.onmessage = (ev) => {
+        const m = parse(ev);
+        if (!m || this.stopped) return;
+        if (!Number.isSafeInteger(m.id)) {
+          done({ error: new HoldfastError('holdfast: an event without a message id') });
+          return;
+        }
+        this.cursor = Math.max(this.cursor === null ? 0 : this.cursor, m.id);
+        if (m.id > this.lastId) {
+          this.lastId = m.id;
+          this._emit('onMessage', m);
+        }
+        if (!this.stopped) this._save();
+      };
+      es.addEventListener('gap', (ev) => {
+        const g = parse(ev);
+        if (g) this._emit('onGap', { oldest: g.oldest !== undefined ? g.oldest : null,
+                                     cursor: this.cursor === null ? 0 : this.cursor });
+      });
+      es.addEventListener('reset', (ev) => {
+        const r = parse(ev);
+        if (!r) return;
+        this.cursor = r.cursor;
+        this.epoch = r.epoch;
+        this.lastId = r.cursor;
+        this._emit('onReset', { head: r.head !== undefined ? r.head : r.cursor,
+                                cursor: r.cursor });
+        if (!this.stopped) this._save();
+      });
+      es.onerror = () => {
+        // the stream ended (sse_max, a restart) or broke: a new one from our
+        // cursor, at once when it was live (like a proxy error), else after
+        // the back-off; one that never opened: long-poll
+        if (!opened) done(notOpen());
+        else done({ error: new HoldfastError('holdfast: the event stream ended', { status: 502 }) });
+      };
+    });
   }
 
   /** One request; resolves to a validated answer or throws.  A watchdog

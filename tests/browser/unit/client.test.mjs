@@ -438,6 +438,151 @@ test('publish honours Retry-After', async () => {
 
 // ---- the classic-script build -------------------------------------------------
 
+// ---- the event-stream transport, with a fake EventSource -------------------
+
+/** A fake EventSource class recording each instance; the test drives them. */
+function fakeEventSource() {
+  const made = [];
+  class FakeES {
+    constructor(url, init) {
+      this.url = new URL(url, 'http://test.invalid');
+      this.init = init;
+      this.closed = false;
+      this.listeners = {};
+      made.push(this);
+    }
+    addEventListener(name, fn) { (this.listeners[name] ||= []).push(fn); }
+    close() { this.closed = true; }
+    open() { this.onopen?.({}); }
+    message(m) { this.onmessage?.({ data: JSON.stringify(m) }); }
+    named(name, data) { for (const fn of this.listeners[name] || []) fn({ data: JSON.stringify(data) }); }
+    fail() { this.onerror?.({}); }
+  }
+  FakeES.made = made;
+  return FakeES;
+}
+
+function msg(id) {
+  return { id, channel: 'c', time: 1000 + id, type: 'text/plain', data: `m${id}` };
+}
+
+function streamed(ES, opts = {}) {
+  const rec = { messages: [], gaps: [], resets: [], statuses: [], delays: [] };
+  const sub = subscribe('/lp', {
+    channels: ['c'],
+    cursorStore: opts.store || memoryStore(),
+    transport: 'auto',
+    EventSource: ES,
+    random: () => 0.5,
+    sleep: async (ms) => { rec.delays.push(ms); },
+    onMessage: (m) => rec.messages.push(m.id),
+    onGap: (g) => rec.gaps.push(g),
+    onReset: (r) => rec.resets.push(r),
+    onStatus: (s) => rec.statuses.push(s),
+    ...opts,
+  });
+  return { sub, rec };
+}
+
+test('sse: events are delivered once in id order, the cursor stored, a new stream resumes from it', async () => {
+  const ES = fakeEventSource();
+  const store = memoryStore();
+  const { sub, rec } = streamed(ES, { store, since: 0 });
+  await waitFor(() => ES.made.length === 1, 'a stream');
+  const es = ES.made[0];
+  assert.equal(es.url.pathname, '/lp/sub/c');
+  assert.equal(es.url.searchParams.get('since'), '0');
+  es.open();
+  assert.equal(sub.status, 'live');
+  for (const id of [3, 5, 5, 4, 8]) es.message(msg(id));
+  assert.deepEqual(rec.messages, [3, 5, 8]);
+  assert.equal(sub.position.cursor, 8);
+  es.fail(); // sse_max ended it, or a worker restarted: a new stream at once, from 8
+  await waitFor(() => ES.made.length === 2, 'a second stream');
+  assert.ok(es.closed, 'the first EventSource is closed, never left to reconnect itself');
+  assert.equal(ES.made[1].url.searchParams.get('since'), '8');
+  assert.deepEqual(rec.delays, []);
+  sub.stop();
+  assert.ok(ES.made[1].closed);
+  const again = streamed(ES, { store });
+  await waitFor(() => ES.made.length === 3, 'a resumed stream');
+  assert.equal(ES.made[2].url.searchParams.get('since'), '8');
+  again.sub.stop();
+});
+
+test('sse: gap and reset events reach onGap and onReset; a reset restarts ids', async () => {
+  const ES = fakeEventSource();
+  const { sub, rec } = streamed(ES, { since: 10 });
+  await waitFor(() => ES.made.length === 1, 'a stream');
+  const es = ES.made[0];
+  es.open();
+  es.named('gap', { oldest: 15 });
+  es.message(msg(15));
+  es.named('reset', { epoch: 'e2', head: 3, cursor: 3 });
+  es.message(msg(2));
+  es.message(msg(4));
+  assert.deepEqual(rec.gaps, [{ oldest: 15, cursor: 10 }]);
+  assert.deepEqual(rec.resets, [{ head: 3, cursor: 3 }]);
+  assert.deepEqual(rec.messages, [15, 4]);
+  assert.deepEqual(sub.position, { cursor: 4, epoch: 'e2' });
+  sub.stop();
+});
+
+test('sse: a stream that never opens (406 with sse = off) falls back to long-poll from the same cursor', async () => {
+  const ES = fakeEventSource();
+  const fetch = scriptedFetch([answer(7, [7])]);
+  const rec = { messages: [] };
+  const sub = subscribe('/lp', {
+    channels: ['c'], cursorStore: memoryStore(), since: 6, transport: 'sse', EventSource: ES,
+    fetch, sleep: async () => {}, onMessage: (m) => rec.messages.push(m.id),
+  });
+  await waitFor(() => ES.made.length === 1, 'a stream');
+  ES.made[0].fail();
+  await waitFor(() => fetch.calls.length >= 1, 'a long-poll');
+  assert.equal(fetch.calls[0].url.searchParams.get('since'), '6');
+  await waitFor(() => rec.messages.length === 1, 'the message');
+  assert.equal(ES.made.length, 1, 'no second stream');
+  sub.stop();
+});
+
+test('sse: a stream that is held back (no open within sseOpenTimeout) falls back too', async () => {
+  const ES = fakeEventSource();
+  const fetch = scriptedFetch([]);
+  const sub = subscribe('/lp', {
+    channels: ['c'], cursorStore: memoryStore(), transport: 'sse', EventSource: ES,
+    sseOpenTimeout: 20, fetch, sleep: async () => {},
+  });
+  await waitFor(() => fetch.calls.length >= 1, 'a long-poll after the open timeout');
+  assert.ok(ES.made[0].closed);
+  sub.stop();
+});
+
+test('sse: auto stays on long-poll with a token function, custom headers or no EventSource', async () => {
+  const ES = fakeEventSource();
+  // (a token function keeps even transport 'sse' on long-poll: no way to send it)
+  for (const extra of [{ token: () => 't', transport: 'sse' }, { headers: { 'X-A': '1' } },
+                       { EventSource: undefined, transport: 'sse' }, {}]) {
+    const sub = subscribe('/lp', { channels: ['c'], cursorStore: memoryStore(), transport: 'auto',
+                                   EventSource: ES, fetch: scriptedFetch([]), ...extra });
+    await new Promise((r) => setTimeout(r, 20));
+    sub.stop();
+  }
+  assert.equal(ES.made.length, 0);
+  const sub = subscribe('/lp', { channels: ['c'], cursorStore: memoryStore(), transport: 'auto',
+                                 EventSource: ES });
+  await waitFor(() => ES.made.length === 1, 'a stream');
+  sub.stop();
+  assert.equal(ES.made.length, 1, 'and uses an event stream otherwise');
+});
+
+test('sse: a token string goes as ?token= (EventSource sends no headers)', async () => {
+  const ES = fakeEventSource();
+  const { sub } = streamed(ES, { token: 'abc' });
+  await waitFor(() => ES.made.length === 1, 'a stream');
+  assert.equal(ES.made[0].url.searchParams.get('token'), 'abc');
+  sub.stop();
+});
+
 test('holdfast.umd.js is generated from holdfast.js and defines a global', () => {
   execFileSync(process.execPath, [join(WWW, 'build-umd.mjs'), '--check'], { stdio: 'pipe' });
   const sandbox = { URLSearchParams, AbortController, setTimeout, clearTimeout };
