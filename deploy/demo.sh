@@ -70,6 +70,8 @@ index-file.names = ("index.html")
 mimetype.assign = (".html" => "text/html; charset=utf-8", ".js" => "text/javascript",
                    ".mjs" => "text/javascript", ".css" => "text/css", ".svg" => "image/svg+xml",
                    ".png" => "image/png", ".json" => "application/json")
+# event streams: pass each piece of an answer on as holdfast writes it
+server.stream-response-body = 2
 # /lp (no trailing slash): /lp/sub/demo arrives as PATH_INFO=/sub/demo.
 fastcgi.server = ("/lp" => ((
     "socket" => "$var/holdfast.sock",

@@ -296,7 +296,10 @@ static request_route request_sub(request *r, char *const *envp, const request_li
         r->format = FORMAT_SSE;
     if (request_query(r, request_param(envp, "QUERY_STRING"), lim) == ROUTE_ERROR)
         return ROUTE_ERROR;
-    if (r->since < 0 && leid && *leid &&
+    /* An explicit ?since= wins over Last-Event-ID -- except on an event
+     * stream, whose URL EventSource never changes: there Last-Event-ID is
+     * the newer cursor (the URL's would replay on every reconnect). */
+    if ((r->since < 0 || r->format == FORMAT_SSE) && leid && *leid &&
         request_parse_i64(leid, strlen(leid), &r->since))
         return request_fail(r, 400, "bad_cursor", "Last-Event-ID must be a cursor", NULL);
     if (r->since >= 0)

@@ -55,6 +55,15 @@ START_TEST(test_cursor_from_last_event_id_and_since_wins_over_last)
     ck_assert_int_eq(PARSE("PATH_INFO=/sub/x", "QUERY_STRING=last=5"), ROUTE_SUB);
     ck_assert_int_eq(r.last, 5);
     ck_assert_int_eq(r.since, -1);
+    /* since wins over Last-Event-ID on a long-poll, Last-Event-ID on a stream */
+    ck_assert_int_eq(PARSE("PATH_INFO=/sub/x", "QUERY_STRING=since=9", "HTTP_LAST_EVENT_ID=17"),
+                     ROUTE_SUB);
+    ck_assert_int_eq(r.since, 9);
+    ck_assert_int_eq(PARSE("PATH_INFO=/sub/x", "QUERY_STRING=since=9", "HTTP_LAST_EVENT_ID=17",
+                           "HTTP_ACCEPT=text/event-stream"),
+                     ROUTE_SUB);
+    ck_assert_int_eq(r.since, 17);
+    ck_assert_int_eq(r.format, FORMAT_SSE);
 }
 END_TEST
 

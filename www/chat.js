@@ -7,7 +7,7 @@ import { subscribe, publish } from './holdfast.js';
 import { demoSettings, snapshotStore, showStatus, announce, formatTime } from './demo.js';
 
 const KEEP = 200;                 // messages saved across reloads
-const { base, channel } = demoSettings('chat.lobby');
+const { base, channel, transport } = demoSettings('chat.lobby');
 const storeKey = `holdfast-demo:chat:${base}|${channel}`;
 const nameKey = 'holdfast-demo:chat:name';
 
@@ -121,7 +121,7 @@ function start() {
   $('compose').addEventListener('submit', onSubmit);
   ($('name').value ? $('text') : $('name')).focus();
   subscribe(base, {
-    channels: [channel], last: 50, cursorStore: store, storeKey,
+    channels: [channel], last: 50, cursorStore: store, storeKey, transport,
     onMessage, onGap, onReset,
     onStatus: (s, d) => showStatus($('status'), s, d),
   });

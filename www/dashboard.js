@@ -24,7 +24,7 @@ const METRICS = {         // known metrics; others get a plain tile
 const CHART = { w: 640, h: 220, left: 40, right: 12, top: 10, bottom: 26 };
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
-const { base, channel } = demoSettings('metrics.demo');
+const { base, channel, transport } = demoSettings('metrics.demo');
 const storeKey = `holdfast-demo:dashboard:${base}|${channel}`;
 const $ = (id) => document.getElementById(id);
 
@@ -227,7 +227,7 @@ function start() {
   if (saved && saved.state && saved.state.values) state = saved.state;
   draw();
   sub = subscribe(base, {
-    channels: [channel], since: 0, cursorStore: store, storeKey,
+    channels: [channel], since: 0, cursorStore: store, storeKey, transport,
     onMessage, onGap, onReset,
     onStatus: (s, d) => { showStatus($('status'), s, d); scheduleDraw(); },
   });

@@ -14,6 +14,9 @@ export function demoSettings(defaultChannel) {
   return {
     base: q.get('base') || 'lp',      // relative: works wherever www/ is mounted
     channel: q.get('channel') || defaultChannel,
+    // 'auto': an event stream where the browser has EventSource, else
+    // long-poll (?transport=long-poll or sse to choose)
+    transport: q.get('transport') || 'auto',
   };
 }
 

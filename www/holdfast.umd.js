@@ -253,10 +253,14 @@
       this.sseOpened = false; // a stream has opened once: failures reconnect
       this.sseOpenTimeout = o.sseOpenTimeout || 5000;
       this.source = null;   // the EventSource open now
+      this.sourceLost = null; // ends it as failed (the browser went offline)
       // The browser knows when the network comes and goes: back online ends a
       // back-off at once; offline drops a held poll whose connection is gone.
       this._onOnline = () => { if (this.nap) this.nap.abort(); };
-      this._onOffline = () => { if (this.inflight) this.inflight.abort(); };
+      this._onOffline = () => {
+        if (this.inflight) this.inflight.abort();
+        if (this.sourceLost) this.sourceLost();
+      };
     }
 
     /** The cursor the next request sends (null before the first answer). */
@@ -365,6 +369,7 @@
         this.source = es;
         let opened = false;
         const done = (r) => {
+          this.sourceLost = null;
           clearTimeout(openTimer);
           es.close();
           if (this.source === es) this.source = null;
@@ -375,6 +380,7 @@
           : { fallback: true });
         const openTimer = setTimeout(() => { if (!opened) done(notOpen()); },
                                      this.sseOpenTimeout);
+        this.sourceLost = () => done({ error: new HoldfastError('holdfast: offline') });
         const parse = (ev) => {
           try {
             return JSON.parse(ev.data);

@@ -136,6 +136,62 @@ test('every message exactly once, in order, across worker kills and a server res
   });
 });
 
+test('over an event stream: every message once, in order, across worker kills and a restart', T, async (t) => {
+  await withServer({}, async ({ srv, open }) => {
+    const ctx = await open();
+    // count the EventSources the page opens and any long-poll it falls back to
+    await ctx.addInitScript(() => {
+      window.__streams = 0;
+      window.__polls = 0;
+      const ES = window.EventSource;
+      window.EventSource = class extends ES {
+        constructor(...a) { super(...a); window.__streams += 1; }
+      };
+      const f = window.fetch.bind(window);
+      window.fetch = (u, ...rest) => {
+        if (String(u).includes('/sub/')) window.__polls += 1;
+        return f(u, ...rest);
+      };
+    });
+    const page = await firstPage(ctx);
+    await page.goto(`${srv.url}/chat.html?channel=chat.t2s&transport=sse`);
+    await waitStatus(page, 'live');
+    const N = 40;
+    const disruptions = [];
+    let restarted = null;
+    const arrivals = [];
+    for (let i = 1; i <= N; i++) {
+      if (i === 10 || i === 30) disruptions.push(`killed workers ${srv.killWorkers()}`);
+      if (i === 20) {
+        await srv.stopHoldfast();
+        disruptions.push('serve stopped and restarted');
+        restarted = sleep(1500).then(() => srv.startHoldfast());
+      }
+      await publish(srv.base, 'chat.t2s', { name: 'counter', text: `s${i}` },
+                    { retries: 30, backoffBase: 100, backoffMax: 1000 });
+      if (i === 5) { // one event, timed from its acknowledgement
+        const t0 = Date.now();
+        await until(async () => (await chatTexts(page)).length >= 5, 5000, 5);
+        arrivals.push(Date.now() - t0);
+      }
+      await sleep(25);
+    }
+    await restarted;
+    const order = Array.from({ length: N }, (_, k) => `s${k + 1}`);
+    await until(async () => (await chatTexts(page)).length >= N, 30000);
+    await sleep(1000);   // anything delivered twice would arrive now
+    assert.deepEqual(await chatTexts(page), order, disruptions.join('; '));
+    await waitStatus(page, 'live');
+    const { streams, polls } = await page.evaluate(() => ({ streams: window.__streams,
+                                                            polls: window.__polls }));
+    assert.equal(polls, 0, 'the page never fell back to long-poll');
+    assert.ok(streams >= 3, `a new stream after each break (${streams} opened)`);
+    assert.ok(arrivals[0] < 1000, `an event arrives at once (${arrivals[0]} ms)`);
+    t.diagnostic(`${disruptions.join('; ')}; ${streams} event streams opened; ` +
+                 `event 5 shown ${arrivals[0]} ms after its publish`);
+  });
+});
+
 // ---- (3) dashboard reload resumes ---------------------------------------------------
 
 test('a reloaded dashboard resumes from its cursor without repeating or skipping', T, async () => {

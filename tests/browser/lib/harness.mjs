@@ -159,6 +159,7 @@ index-file.names = ("index.html")
 mimetype.assign = (".html" => "text/html; charset=utf-8", ".js" => "text/javascript",
                    ".mjs" => "text/javascript", ".css" => "text/css", ".svg" => "image/svg+xml",
                    ".png" => "image/png", ".json" => "application/json")
+server.stream-response-body = 2
 fastcgi.server = ("/lp" => ((
     "socket" => "${this.sock}",
     "check-local" => "disable"
