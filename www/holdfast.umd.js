@@ -340,7 +340,9 @@
       if (this.cursor !== null) this.lastId = this.cursor;
     }
 
-    _url() {
+    /** The subscribe URL from the position; a stream's carries no timeout
+     *  but the token when it is a string (EventSource sends no headers). */
+    _url(stream = false) {
       const q = new URLSearchParams();
       if (this.cursor !== null) {
         q.set('since', String(this.cursor));
@@ -348,7 +350,8 @@
       } else if (this.opts.last > 0) {
         q.set('last', String(this.opts.last));
       }
-      q.set('timeout', String(this.probe ? 0 : this.timeout));
+      if (!stream) q.set('timeout', String(this.probe ? 0 : this.timeout));
+      else if (typeof this.opts.token === 'string') q.set('token', this.opts.token);
       return `${this.base}/sub/${this.channels.join(',')}?${q}`;
     }
 
@@ -356,16 +359,7 @@
      *  {fallback: true} (it never opened: long-poll instead). */
     _stream() {
       return new Promise((resolve) => {
-        const q = new URLSearchParams();
-        if (this.cursor !== null) {
-          q.set('since', String(this.cursor));
-          if (this.epoch) q.set('epoch', this.epoch);
-        } else if (this.opts.last > 0) {
-          q.set('last', String(this.opts.last));
-        }
-        if (typeof this.opts.token === 'string') q.set('token', this.opts.token);
-        const url = `${this.base}/sub/${this.channels.join(',')}?${q}`;
-        const es = new this.sse(url, { withCredentials: this.opts.credentials === 'include' });
+        const es = new this.sse(this._url(true), { withCredentials: this.opts.credentials === 'include' });
         this.source = es;
         let opened = false;
         const done = (r) => {

@@ -14,6 +14,62 @@
 #include "lphttp.h"
 #include "lpjson.h"
 
+static void part_count(void *ud, const char *data, size_t n)
+{
+    char *acc = ud;
+    strncat(acc, data, n);
+    strcat(acc, "|");
+}
+
+START_TEST(test_multipart_parts_in_order_and_malformed_refused)
+{
+    char acc[128] = "";
+    const char *b = "--B\r\nContent-Type: text/plain\r\n\r\none\r\n--B\r\n\r\ntwo\r\n--B--";
+    ck_assert_int_eq(lphttp_multipart_each(b, strlen(b), "B", part_count, acc), 2);
+    ck_assert_str_eq(acc, "one|two|");
+    ck_assert_int_eq(lphttp_multipart_each("junk", 4, "B", part_count, acc), -1);
+}
+END_TEST
+
+START_TEST(test_sse_events_split_anywhere_and_consumed)
+{
+    const char *t = "retry: 1000\n\n: ping\r\n\r\nid: 7\ndata: seq=1 t=5\ndata: more\n\nid: 8\n";
+    lphttp_event ev;
+    size_t n = strlen(t), off = 0, k;
+    k = lphttp_sse_next(t, n, &ev);
+    ck_assert_uint_eq(k, 13);
+    ck_assert_int_eq(ev.comment_only, 0); /* retry: is a field */
+    ck_assert_ptr_null(ev.id);
+    off += k;
+    k = lphttp_sse_next(t + off, n - off, &ev);
+    ck_assert_int_eq(ev.comment_only, 1);
+    off += k;
+    k = lphttp_sse_next(t + off, n - off, &ev);
+    ck_assert_uint_gt(k, 0);
+    ck_assert_uint_eq(ev.id_len, 1);
+    ck_assert_int_eq(ev.id[0], '7');
+    ck_assert_uint_eq(ev.data_len, 9); /* the first data: line only */
+    ck_assert_int_eq(memcmp(ev.data, "seq=1 t=5", 9), 0);
+    off += k;
+    /* an event without its blank line yet is not complete, however split */
+    for (size_t cut = 0; cut <= n - off; cut++)
+        ck_assert_uint_eq(lphttp_sse_next(t + off, cut, &ev), 0);
+
+    lphttp_resp r;
+    lphttp_resp_init(&r);
+    const char *h = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nid: 1\r\n";
+    size_t used;
+    ck_assert_int_eq(lphttp_resp_feed(&r, h, strlen(h), &used), LPHTTP_MORE);
+    ck_assert_int_eq(lphttp_resp_in_body(&r), 1);
+    ck_assert_uint_eq(r.body_len, 5);
+    lphttp_resp_consume(&r, 3);
+    ck_assert_str_eq(r.body, " 1");
+    lphttp_resp_consume(&r, 99);
+    ck_assert_uint_eq(r.body_len, 0);
+    lphttp_resp_free(&r);
+}
+END_TEST
+
 Suite *lpload_suite(void);
 
 /* Feed s to a fresh parser in pieces of `step` bytes (0 = whole). */
@@ -233,6 +289,8 @@ Suite *lpload_suite(void)
     tcase_add_test(tc, test_http_keep_alive_rules_and_reuse);
     tcase_add_test(tc, test_http_interim_and_no_body_statuses);
     tcase_add_test(tc, test_http_errors_are_reported);
+    tcase_add_test(tc, test_multipart_parts_in_order_and_malformed_refused);
+    tcase_add_test(tc, test_sse_events_split_anywhere_and_consumed);
     tcase_add_test(tc, test_http_stops_at_end_of_answer);
     suite_add_tcase(s, tc);
     tc = tcase_create("json");

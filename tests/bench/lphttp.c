@@ -345,3 +345,59 @@ int lphttp_multipart_each(const char *body, size_t n, const char *boundary, lpht
         p = next + d2l;
     }
 }
+
+int lphttp_resp_in_body(const lphttp_resp *r)
+{
+    return r->state != S_HEAD && r->state != S_ERROR;
+}
+
+void lphttp_resp_consume(lphttp_resp *r, size_t n)
+{
+    if (n >= r->body_len) {
+        r->body_len = 0;
+    } else {
+        memmove(r->body, r->body + n, r->body_len - n);
+        r->body_len -= n;
+    }
+    if (r->body)
+        r->body[r->body_len] = '\0';
+}
+
+size_t lphttp_sse_next(const char *s, size_t n, lphttp_event *ev)
+{
+    size_t i = 0;
+    memset(ev, 0, sizeof *ev);
+    ev->comment_only = 1;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && s[j] != '\n')
+            j++;
+        if (j == n)
+            return 0; /* the line is not complete */
+        size_t end = j > i && s[j - 1] == '\r' ? j - 1 : j;
+        if (end == i)
+            return j + 1; /* the blank line: the event is complete */
+        const char *line = s + i;
+        size_t len = end - i;
+        if (line[0] != ':') {
+            ev->comment_only = 0;
+            const char *colon = memchr(line, ':', len);
+            size_t nl = colon ? (size_t)(colon - line) : len;
+            const char *v = colon ? colon + 1 : line + len;
+            size_t vl = colon ? len - nl - 1 : 0;
+            if (vl && *v == ' ') {
+                v++;
+                vl--;
+            }
+            if (nl == 2 && !memcmp(line, "id", 2)) {
+                ev->id = v;
+                ev->id_len = vl;
+            } else if (nl == 4 && !memcmp(line, "data", 4) && !ev->data) {
+                ev->data = v;
+                ev->data_len = vl;
+            }
+        }
+        i = j + 1;
+    }
+    return 0;
+}

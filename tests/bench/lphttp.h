@@ -73,6 +73,25 @@ typedef void (*lphttp_part_fn)(void *ud, const char *data, size_t n);
 int lphttp_multipart_each(const char *body, size_t n, const char *boundary, lphttp_part_fn fn,
                           void *ud);
 
+/* 1 once the head is parsed and body bytes are being taken (a stream can
+ * be read as it comes: r->body holds what arrived and was not consumed). */
+int lphttp_resp_in_body(const lphttp_resp *r);
+
+/* Drop the first n bytes of the decoded body (events already handled). */
+void lphttp_resp_consume(lphttp_resp *r, size_t n);
+
+/* One Server-Sent Event: its `id:` and first `data:` line (pointers into
+ * the text given; NULL/0 when absent), and whether it was only comments. */
+typedef struct {
+    const char *id, *data;
+    size_t id_len, data_len;
+    int comment_only;
+} lphttp_event;
+
+/* The first complete event of s[0..n) (ended by a blank line, LF or CRLF)
+ * into ev; returns the bytes it spans, or 0 when no event is complete. */
+size_t lphttp_sse_next(const char *s, size_t n, lphttp_event *ev);
+
 /* The peer closed the connection: DONE if the body was delimited by the
  * close (then keep_alive = 0), else ERROR. */
 lphttp_result lphttp_resp_eof(lphttp_resp *r);

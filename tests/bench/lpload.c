@@ -97,7 +97,9 @@ static void usage(FILE *f)
           "  --stats-head-key K  /stats key of the head cursor (default head)\n"
           "  --stats-parked-key K  /stats key(s) of parked counts, summed\n"
           "                      (default parked)\n"
-          "  --nchan MODE        drive nchan: longpoll or multipart\n"
+          "  --nchan MODE        drive nchan: longpoll, multipart or eventsource\n"
+          "  --sse               subscribers hold an event stream each\n"
+          "                      (Accept: text/event-stream; resume: Last-Event-ID)\n"
           "  --own-pids P,P      a second RSS figure per parked subscriber (the\n"
           "                      server's own processes, when --pids is the stack)\n"
           "exit: 0 all checks passed, 1 a check failed, 2 usage or setup error\n",
@@ -155,6 +157,8 @@ static int opt_apply(lp_opts *o, const char *name, const char *v)
         o->nchan = NCHAN_LONGPOLL;
     else if (!strcmp(name, "--nchan") && !strcmp(v, "multipart"))
         o->nchan = NCHAN_MULTIPART;
+    else if (!strcmp(name, "--nchan") && !strcmp(v, "eventsource"))
+        o->nchan = NCHAN_EVENTSOURCE, o->sse = 1;
     else if (!strcmp(name, "--settle-ms"))
         o->settle_ms = (int)opt_num(name, v, 0, 3600000);
     else if (!strcmp(name, "--drain-ms"))
@@ -195,6 +199,10 @@ static void opts_parse(lp_opts *o, int argc, char **argv)
             o->allow_remote = 1;
             continue;
         }
+        if (!strcmp(argv[i], "--sse")) {
+            o->sse = 1;
+            continue;
+        }
         if (i + 1 >= argc || opt_apply(o, argv[i], argv[i + 1])) {
             usage(stderr);
             lp_die("bad or incomplete option: %s", argv[i]);
@@ -209,8 +217,8 @@ static void opts_parse(lp_opts *o, int argc, char **argv)
         lp_die("bad channel name: %s", o->channel);
     if (strpbrk(o->prefix, " ?#\r\n"))
         lp_die("bad prefix: %s", o->prefix);
-    if (o->nchan && o->fcgi)
-        lp_die("--nchan talks HTTP: use --http");
+    if ((o->nchan || o->sse) && o->fcgi)
+        lp_die("--nchan and --sse talk HTTP: use --http");
     if (o->nchan && !strcmp(o->parked_key, "parked"))
         o->parked_key = "subscribers"; /* nchan's channel info */
 }
@@ -339,9 +347,10 @@ static void report_rss(const lp *L)
 
 static void report_counts(const lp *L, uint64_t expected)
 {
-    static const char *const kind[] = {"http", "nchan-longpoll", "nchan-multipart"};
-    printf("target: %s %s prefix=%s channel=%s\n", L->o.fcgi ? "fcgi" : kind[L->o.nchan], L->o.addr,
-           L->o.prefix, L->o.channel);
+    static const char *const kind[] = {"http", "nchan-longpoll", "nchan-multipart",
+                                       "nchan-eventsource"};
+    printf("target: %s%s %s prefix=%s channel=%s\n", L->o.fcgi ? "fcgi" : kind[L->o.nchan],
+           L->o.sse && !L->o.nchan ? "-sse" : "", L->o.addr, L->o.prefix, L->o.channel);
     if (L->head_known)
         printf("start: since=%" PRId64 " from /stats\n", L->head);
     else

@@ -52,13 +52,14 @@ typedef struct {
     const char *parked_key;
     int allow_remote;
     int nchan;        /* NCHAN_*: talk to nchan instead of holdfast */
+    int sse;          /* --sse: subscribers hold one event stream each */
     int own_pids[LP_MAX_PIDS]; /* --own-pids: a second RSS figure (a subset) */
     int nown_pids;
 } lp_opts;
 
 /* --nchan: nchan's long-poll (one message per answer), or its multipart
  * answers (every buffered message after the client's position in one). */
-enum { NCHAN_OFF, NCHAN_LONGPOLL, NCHAN_MULTIPART };
+enum { NCHAN_OFF, NCHAN_LONGPOLL, NCHAN_MULTIPART, NCHAN_EVENTSOURCE };
 #define LP_NCHAN_DATE_MAX 40
 #define LP_NCHAN_ETAG_MAX 24
 
@@ -100,7 +101,7 @@ typedef struct {
     /* --nchan: the position nchan gave (Last-Modified, Etag), sent back as
      * If-Modified-Since / If-None-Match; key orders answers */
     char lm[LP_NCHAN_DATE_MAX];
-    char etag[LP_NCHAN_ETAG_MAX];
+    char etag[LP_NCHAN_ETAG_MAX]; /* --nchan eventsource: the last event's id */
     int64_t nchan_key;
 } lp_sub;
 

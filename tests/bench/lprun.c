@@ -107,6 +107,13 @@ static void req_build_sub_nchan(lp *L, lp_sub *s, lp_req *r)
 {
     r->method = "GET";
     snprintf(r->uri, sizeof r->uri, "/sub/%s", L->o.channel);
+    if (L->o.sse) { /* eventsource: resume after the last event's id */
+        if (s->etag[0]) {
+            snprintf(r->hbuf[0], sizeof r->hbuf[0], "Last-Event-ID: %s", s->etag);
+            r->headers[r->nheaders++] = r->hbuf[0];
+        }
+        return;
+    }
     if (s->lm[0]) {
         snprintf(r->hbuf[0], sizeof r->hbuf[0], "If-Modified-Since: %s", s->lm);
         snprintf(r->hbuf[1], sizeof r->hbuf[1], "If-None-Match: %s", s->etag);
@@ -130,6 +137,10 @@ static void req_build_sub(lp *L, lp_sub *s, lp_req *r)
         strcat(r->uri, "epoch=");
         url_encode(r->uri, sizeof r->uri - 16, s->epoch);
         strcat(r->uri, "&");
+    }
+    if (L->o.sse) { /* a stream from the cursor: the last event's id */
+        r->uri[strlen(r->uri) - 1] = '\0';
+        return;
     }
     snprintf(r->uri + strlen(r->uri), sizeof r->uri - strlen(r->uri), "timeout=%d",
              L->o.poll_timeout);
@@ -185,7 +196,9 @@ static int req_http(lp *L, lp_conn *c, const lp_req *r)
     if (out_reserve(c, 1024 + r->body_len))
         return -1;
     /* nchan answers a subscriber in the message's own type, whatever it asks */
-    const char *accept = L->o.nchan && c->role == ROLE_SUB ? "" : "Accept: application/json\r\n";
+    const char *accept = c->role == ROLE_SUB && L->o.sse ? "Accept: text/event-stream\r\n"
+                         : L->o.nchan && c->role == ROLE_SUB ? ""
+                                                             : "Accept: application/json\r\n";
     int n = snprintf(c->out, c->out_cap, "%s %s%s HTTP/1.1\r\nHost: %s\r\n"
                                          "Connection: keep-alive\r\n%s",
                      r->method, L->o.prefix, r->uri, L->host, accept);
@@ -501,6 +514,44 @@ static void nchan_on_part(void *ud, const char *data, size_t n)
     sub_on_msg(ud, &m);
 }
 
+/* --sse: the complete events that arrived on s's stream, each a message:
+ * its id the `id:` (holdfast: the message id; nchan: "seconds:tag", taken
+ * as one ordered number), its payload the "seq=" text inside `data:`. */
+static void sub_stream_events(lp *L, lp_sub *s, lphttp_resp *hr)
+{
+    msg_ctx x = {L, s};
+    size_t off = 0, k;
+    lphttp_event ev;
+    while ((k = lphttp_sse_next(hr->body + off, hr->body_len - off, &ev)) > 0) {
+        off += k;
+        if (!ev.data || !ev.id)
+            continue; /* comments, retry:, named control events */
+        char id[LP_NCHAN_ETAG_MAX] = "";
+        long long a = -1, b = 0;
+        if (ev.id_len < sizeof id)
+            memcpy(id, ev.id, ev.id_len);
+        if (sscanf(id, "%lld:%lld", &a, &b) < 1)
+            a = -1;
+        const char *seq = memmem(ev.data, ev.data_len, "seq=", 4);
+        char payload[64] = "";
+        if (seq) {
+            size_t n = ev.data_len - (size_t)(seq - ev.data);
+            memcpy(payload, seq, n < sizeof payload - 1 ? n : sizeof payload - 1);
+        }
+        lpjson_msg m = {.id = L->o.nchan ? a * 1000000 + b : a, .data = payload,
+                        .data_len = strlen(payload), .data_is_string = 1};
+        if (L->o.nchan)
+            memcpy(s->etag, id, sizeof s->etag);
+        else if (a >= 0) {
+            s->cursor = a;
+            s->has_cursor = 1;
+        }
+        L->polls++;
+        sub_on_msg(&x, &m);
+    }
+    lphttp_resp_consume(hr, off);
+}
+
 /* An nchan subscriber's answer: 200 with one message or a multipart batch,
  * 304/408 when the poll timed out. */
 static int sub_answer_nchan(lp *L, lp_sub *s, const lphttp_resp *hr)
@@ -662,6 +713,21 @@ static void http_readable(lp *L, lp_conn *c)
         if (r == LPHTTP_ERROR) {
             conn_fail(L, c, lphttp_resp_empty(&c->hr) ? ERR_CONN : ERR_BADANSWER);
             return;
+        }
+        if (L->o.sse && c->role == ROLE_SUB && lphttp_resp_in_body(&c->hr) &&
+            c->hr.status == 200) {
+            c->sent_ns = L->now; /* a stream times out on silence, not on length */
+            sub_stream_events(L, &L->subs[c->idx], &c->hr);
+            if (r == LPHTTP_DONE) { /* the stream ended: a new one from the cursor */
+                lprun_conn_close(c);
+                c->busy = 0;
+                L->reconnects++;
+                next_apply(L, c, L->subs[c->idx].complete ? NEXT_IDLE : NEXT_REPOLL);
+                return;
+            }
+            if (n == 0)
+                return;
+            continue;
         }
         if (r == LPHTTP_DONE) {
             int keep = c->hr.keep_alive && n > 0 && used == (size_t)n;
