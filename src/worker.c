@@ -381,8 +381,10 @@ static int worker_stream_flush(worker *wk, waiter *s) {
             return -1;
         }
     }
-    if (p && s->pending_off == p->len) {
-        buf_reset(p);
+    if (p && s->pending_off == p->len) { /* all out: a parked stream holds no buffer */
+        buf_free(p);
+        free(p);
+        s->pending = NULL;
         s->pending_off = 0;
     }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (full ? EPOLLOUT : 0),
