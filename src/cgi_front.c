@@ -9,6 +9,7 @@
 #include "cgi_front.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,9 @@ static int cgi_front_stream(handler *h, const request *r, int64_t cursor, char *
     int64_t now = clock_mono_ms(), end = now + cfg->sse_max_s * 1000LL;
     int64_t ping = now + cfg->sse_ping_s * 1000LL;
     int rc = 0;
+    /* A client that left must fail the write, not kill the process: the
+     * caller still has to give back its place (guard_unpark). */
+    signal(SIGPIPE, SIG_IGN);
     buf_init(&out);
     reply_sse_head(&out, reply_cors(cfg, r->origin), CGI_FRONT_SSE_RETRY_MS);
     for (;;) {

@@ -322,6 +322,35 @@ class CgiSseTest(unittest.TestCase):
                          [int(x) for x in (first, second)])
         self.assertTrue(any('ping' in e.get('comment', []) for e in evs), body)
 
+    def test_c02_a_cgi_stream_whose_client_left_ends_and_gives_its_place_back(self):
+        """The write to a closed pipe fails (SIGPIPE ignored) instead of
+        killing the process, so the stream's place under
+        max_parked_per_client is given back: the same client streams again."""
+        tmp = hfutil.make_tmpdir('hf-sse-cgi-')
+        self.addCleanup(hfutil.remove_tmpdir, tmp)
+        db = os.path.join(tmp, 'hf.db')
+        conf = hfutil.write_config(os.path.join(tmp, 'holdfast.conf'),
+                                   {'sse_max': 30, 'sse_ping': 1}, closed=True)
+        with open(conf, 'a') as f:
+            f.write('max_parked_per_client = 1\npublish = anyone\n')
+        hfutil.publish_cli(db, 'news', 'one')
+        env = {'REQUEST_METHOD': 'GET', 'PATH_INFO': '/sub/news', 'QUERY_STRING': 'since=0',
+               'HTTP_ACCEPT': 'text/event-stream', 'REMOTE_ADDR': '192.0.2.7'}
+        p = hfutil.cgi_popen(env, db=db, config_path=conf)
+        self.addCleanup(p.kill)
+        p.stdout.read(10)      # it is streaming
+        p.stdout.close()       # the client leaves
+        p.wait(timeout=10)     # at its next ping, at the latest
+        self.assertEqual(p.returncode, 1, 'ended by a failed write, not by SIGPIPE')
+        env2 = dict(env, QUERY_STRING='since=0')
+        conf2 = os.path.join(tmp, 'short.conf')
+        with open(conf) as f, open(conf2, 'w') as g:
+            g.write(f.read().replace('sse_max = 30', 'sse_max = 1'))
+        q = hfutil.cgi_popen(env2, db=db, config_path=conf2)
+        self.addCleanup(q.kill)
+        out, _ = q.communicate(timeout=10)
+        self.assertIn(b'text/event-stream', out.split(b'\r\n\r\n')[0], out[:300])
+
 
 if __name__ == '__main__':
     unittest.main()
