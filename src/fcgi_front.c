@@ -841,8 +841,9 @@ int fcgi_front_run(const config *cfg, int listen_fd, int ready_fd, int patient) 
     buf_init(&disp.out);
     buf_init(&disp.resp);
     f.disp = &disp;
-    worker_front ops = {.frame = fcgi_front_frame_waiter, .part = fcgi_front_part_waiter, .read = fcgi_front_read_more,
-                        .done = fcgi_front_read_done, .again = fcgi_front_again,
+    worker_front ops = {.frame = fcgi_front_frame_waiter, .part = fcgi_front_part_waiter,
+                        .read = fcgi_front_read_more, .done = fcgi_front_read_done,
+                        .again = fcgi_front_again,
                         .idle_ms = FCGI_FRONT_IDLE_MS, .request_ms = FCGI_FRONT_REQUEST_MS,
                         .ud = &f};
     pthread_mutex_init(&f.ready_lock, NULL);
