@@ -475,6 +475,29 @@ def kill_pids(pids, sig=signal.SIGKILL):
             pass
 
 
+def stop_process(pid, timeout=5):
+    """SIGSTOP pid and wait until every thread of it is stopped: the signal
+    is asynchronous, and a thread still running for a moment after kill()
+    can take a connection and then hold it, stopped."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def all_stopped():
+        try:
+            tasks = os.listdir('/proc/%d/task' % pid)
+        except OSError:
+            return True
+        for t in tasks:
+            try:
+                with open('/proc/%d/task/%s/stat' % (pid, t)) as f:
+                    state = f.read().rsplit(')', 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state not in ('T', 't'):
+                return False
+        return True
+    wait_for(all_stopped, timeout, interval=0.01, what='pid %d stopped' % pid)
+
+
 def wait_pids_gone(pids, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -487,7 +487,7 @@ class SharingTest(PoolTestBase):
         the yielding worker anyway."""
         srv = self.serve(workers=2)
         stopped, running = srv.worker_pids()
-        os.kill(stopped, signal.SIGSTOP)
+        hfutil.stop_process(stopped)  # stopped for sure before the first connection
         self.addCleanup(lambda: os.kill(stopped, signal.SIGCONT))
         conns = []
         self.addCleanup(close_all, conns)
