@@ -271,6 +271,25 @@ class SseCase(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 2)
         self.assertEqual(stats(self.srv.addr)['parked'], 0)
 
+    def test_s16_a_gap_and_a_reset_are_named_events_before_the_messages(self):
+        self.serve(config={'retain_messages': 3, 'prune_every': 1})
+        ids = [self.pub('news', 'm%d' % i) for i in range(6)]
+        s = self.stream(query='since=0')
+        s.wait(lambda s: len(s.messages()) >= 3)
+        evs = [e for e in s.events() if 'event' in e or 'id' in e]
+        self.assertEqual(evs[0].get('event'), 'gap', s.text)
+        self.assertEqual(json.loads(evs[0]['data'])['oldest'], ids[3])
+        self.assertEqual(self.ids(s), ids[3:])
+        # a cursor from another database (wrong epoch): reset, then new messages
+        r = self.stream(query='since=%d&epoch=0123456789abcdef' % ids[-1])
+        r.wait(lambda s: any(e.get('event') == 'reset' for e in s.events()))
+        reset = json.loads([e for e in r.events() if e.get('event') == 'reset'][0]['data'])
+        self.assertEqual(reset['cursor'], ids[-1])
+        self.assertNotEqual(reset['epoch'], '0123456789abcdef')
+        new = self.pub('news', 'after')
+        r.wait(lambda s: len(s.messages()) >= 1)
+        self.assertEqual(self.ids(r), [new])
+
     def test_s14_killed_worker_then_resume_from_last_event_id_on_a_sibling(self):
         srv = self.serve(workers=2)
         s = self.stream()
