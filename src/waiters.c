@@ -244,6 +244,12 @@ void waiters_remove(waiters *ws, waiter *w) {
     }
 }
 
+void waiters_reschedule(waiters *ws, waiter *w, int64_t deadline_ms) {
+    w->deadline_ms = deadline_ms;
+    waiters_sift_up(ws, w->heap_idx);
+    waiters_sift_down(ws, w->heap_idx);
+}
+
 size_t waiters_count(const waiters *ws) {
     return ws->n;
 }

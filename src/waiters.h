@@ -77,6 +77,9 @@ void waiters_free(waiters *ws);
 int waiters_add(waiters *ws, waiter *w);
 void waiters_remove(waiters *ws, waiter *w);
 
+/* Move w (in the registry) to a new deadline: only the heap changes. */
+void waiters_reschedule(waiters *ws, waiter *w, int64_t deadline_ms);
+
 size_t waiters_count(const waiters *ws);
 
 /* The waiter with the earliest deadline, or NULL. */

@@ -462,16 +462,8 @@ static void worker_stream_due(worker *wk, waiter *s) {
         worker_left(wk, s);
         return;
     }
-    waiters_remove(wk->ws, s);
-    s->deadline_ms = now + wk->cfg->sse_ping_s * 1000LL;
-    if (s->deadline_ms > s->end_ms)
-        s->deadline_ms = s->end_ms;
-    if (waiters_add(wk->ws, s) != 0) {
-        worker_unpark(wk, s);
-        atomic_fetch_add(&wk->counters->left, 1);
-        worker_drop(wk, s);
-        return;
-    }
+    int64_t next = now + wk->cfg->sse_ping_s * 1000LL;
+    waiters_reschedule(wk->ws, s, next < s->end_ms ? next : s->end_ms);
     if (s->sent == s->sent_seen && worker_stream_put(wk, s, ": ping\n\n", 8) != 0)
         return;
     s->sent_seen = s->sent;

@@ -82,6 +82,8 @@ START_TEST(test_deadline_heap_yields_earliest_first_ties_by_arrival)
     }
     for (int i = 0; i < N; i += 7) /* remove from the middle of the heap */
         waiters_remove(ws, w[i]);
+    for (int i = 3; i < N; i += 7) /* and move others, earlier and later */
+        waiters_reschedule(ws, w[i], i % 2 ? rand() % 5 : 45 + rand() % 10);
     int64_t last_d = -1;
     uint64_t last_s = 0;
     size_t popped = 0;
