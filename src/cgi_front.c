@@ -19,6 +19,7 @@
 #include "handler.h"
 #include "reply.h"
 #include "request.h"
+#include "streams.h"
 
 extern char **environ;
 
@@ -81,11 +82,24 @@ static int cgi_front_stream(handler *h, const request *r, int64_t cursor, char *
     /* A client that left must fail the write, not kill the process: the
      * caller still has to give back its place (guard_unpark). */
     signal(SIGPIPE, SIG_IGN);
+    int ds = r->format == FORMAT_DS_SSE, first = 1;
     buf_init(&out);
-    reply_sse_head(&out, reply_cors(cfg, r->origin), CGI_FRONT_SSE_RETRY_MS);
+    if (ds)
+        streams_sse_head(h, r->channel, reply_cors(cfg, r->origin), &out);
+    else
+        reply_sse_head(&out, reply_cors(cfg, r->origin), CGI_FRONT_SSE_RETRY_MS);
     for (;;) {
         uint32_t seq = wake_seq(h->wk);
-        int more = handler_stream(h, r, &cursor, epoch, &out);
+        int more;
+        if (ds) {
+            streams_sse_result sr = streams_sse(h, r->channel, &cursor, r->ds.cursor, first, &out);
+            first &= sr == STREAMS_SSE_FAILED;
+            more = sr == STREAMS_SSE_MORE;
+            if (sr == STREAMS_SSE_END)
+                end = clock_mono_ms(); /* its last events go out, then it ends */
+        } else {
+            more = handler_stream(h, r, &cursor, epoch, &out);
+        }
         now = clock_mono_ms();
         if (out.len == 0 && now >= ping)
             buf_puts(&out, ": ping\n\n");
@@ -124,8 +138,9 @@ int cgi_front_run(const config *cfg) {
         return 1;
     request_parse(r, environ, &lim);
     const char *cors = reply_cors(cfg, r->origin);
-    int got = r->route == ROUTE_PUB ? cgi_front_body(r, cfg->max_body, &body) : 0;
-    if (r->route != ROUTE_PUB || got != 0)
+    int has_body = r->route == ROUTE_PUB || r->route == ROUTE_STREAM;
+    int got = has_body ? cgi_front_body(r, cfg->max_body, &body) : 0;
+    if (!has_body || got != 0)
         cgi_front_drain(r);
     if (got == -1) {
         reply_error(&out, 413, cors, "body_too_large", "the body exceeds max_body", 0);
@@ -147,7 +162,7 @@ int cgi_front_run(const config *cfg) {
                 reply_error(&out, 429, cors, "too_many_subscribers",
                             "this client already holds max_parked_per_client waiting subscribes",
                             HANDLER_CLIENT_RETRY_S);
-            } else if (r->format == FORMAT_SSE) {
+            } else if (r->format == FORMAT_SSE || r->format == FORMAT_DS_SSE) {
                 streamed = 1;
                 gone = cgi_front_stream(&h, r, cursor, epoch);
                 if (g && cl)

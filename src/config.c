@@ -21,6 +21,8 @@
  */
 #include "config.h"
 
+#include "dsproto.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
@@ -42,6 +44,8 @@ void config_defaults(config *c) {
     c->max_poll_timeout_s = 55;
     c->sse = 1;
     c->sse_ping_s = 15;
+    c->streams = 1;
+    c->streams_poll_timeout_s = 30;
     c->sse_max_s = 120;
     c->sse_queue_max = 1 << 20;
     c->max_body = 64 * 1024;
@@ -114,6 +118,7 @@ static const config_intkey config_ints[] = {
     CI("poll_timeout", poll_timeout_s, 0, 3600),
     CI("max_poll_timeout", max_poll_timeout_s, 0, 3600),
     CI("sse_ping", sse_ping_s, 1, 3600),
+    CI("streams_poll_timeout", streams_poll_timeout_s, 0, 3600),
     CI("sse_max", sse_max_s, 1, 86400),
     CI("sse_queue_max", sse_queue_max, 4096, 1LL << 30),
     CI("max_body", max_body, 1, 1024LL * 1024 * 1024),
@@ -320,7 +325,10 @@ static void config_cors_headers(config *c) {
         snprintf(c->cors_headers[i], sizeof c->cors_headers[i],
                  "Access-Control-Allow-Origin: %s\r\n"
                  "Access-Control-Expose-Headers: Holdfast-Id, Holdfast-Epoch, Holdfast-Cursor, "
-                 "Retry-After\r\n%s%s",
+                 "Retry-After, ETag, Location, Stream-Next-Offset, Stream-Cursor, "
+                 "Stream-Up-To-Date, Stream-Closed, Stream-TTL, Stream-Expires-At, "
+                 "Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
+                 "Producer-Expected-Seq, Producer-Received-Seq\r\n%s%s",
                  o, c->cors_credentials && !any ? "Access-Control-Allow-Credentials: true\r\n" : "",
                  any ? "" : "Vary: Origin\r\n");
     }
@@ -389,6 +397,8 @@ int config_set(config *c, const char *key, const char *v, char *err, size_t errl
         return config_rate(v, &c->publish_rate_milli, err, errlen);
     if (!strcmp(key, "sse"))
         return config_bool(key, v, &c->sse, err, errlen);
+    if (!strcmp(key, "streams"))
+        return config_bool(key, v, &c->streams, err, errlen);
     if (!strcmp(key, "raw_types"))
         return config_raw_types(c, v, err, errlen);
     if (!strcmp(key, "durability")) {
@@ -529,7 +539,7 @@ int config_apply_env(config *c, char *const *envp, char *err, size_t errlen) {
         "listen_group", "publish_key",      "cors_origin",      "cors_credentials",
         "publish",      "subscribe",        "token_secret",     "token_algorithms",
         "token_cookie", "client_header",    "publish_rate",     "raw_types",
-        "sse"};
+        "sse",          "streams"};
     char name[64], why[512];
     if (!envp)
         envp = environ;
@@ -719,5 +729,8 @@ config_policy config_policy_for(const config *c, const char *channel) {
 }
 
 msglog_retention config_retention_for(const char *channel, void *ud) {
+    /* A durable stream keeps its data until it is deleted or expires. */
+    if (!strncmp(channel, DSPROTO_CHANNEL_PREFIX, sizeof DSPROTO_CHANNEL_PREFIX - 1))
+        return (msglog_retention){0, 0};
     return config_policy_for(ud, channel).retention;
 }

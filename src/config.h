@@ -52,6 +52,8 @@ typedef struct {
     int poll_timeout_s;      /* default hold of a subscribe */
     int max_poll_timeout_s;  /* cap on ?timeout= */
     int sse;                 /* event streams served (off: 406, clients long-poll) */
+    int streams;             /* the Durable Streams routes (off: 404) */
+    int streams_poll_timeout_s; /* how long a stream's long-poll waits */
     int sse_ping_s;          /* an event stream's comment line at least this often */
     int sse_max_s;           /* an event stream ends after this (the browser reconnects) */
     int64_t sse_queue_max;   /* bytes an event stream may have unsent before it is dropped */
@@ -72,7 +74,7 @@ typedef struct {
     int ncors_origins;
     int cors_credentials;    /* Access-Control-Allow-Credentials for listed origins */
     /* The CORS header lines answered to each origin (built by config_set). */
-    char cors_headers[CONFIG_MAX_ORIGINS][CONFIG_STR + 192];
+    char cors_headers[CONFIG_MAX_ORIGINS][CONFIG_STR + 512];
     config_access publish;   /* the global rules: publish defaults to key */
     config_access subscribe; /* and subscribe to anyone */
     char token_secrets[CONFIG_MAX_KEYS][CONFIG_STR];

@@ -387,7 +387,8 @@ static worker_park_result fcgi_front_park(fcgi_front *f, const request *r, int f
     memcpy(w->epoch, epoch, sizeof w->epoch);
     w->limit = r->limit;
     w->cors = reply_cors(f->cfg, r->origin);
-    if (r->format == FORMAT_SSE) { /* the first deadline is its first ping */
+    w->ds_cursor = r->ds.cursor;
+    if (r->format == FORMAT_SSE || r->format == FORMAT_DS_SSE) { /* first deadline: a ping */
         w->end_ms = clock_mono_ms() + f->cfg->sse_max_s * 1000LL;
         w->deadline_ms = clock_mono_ms() + f->cfg->sse_ping_s * 1000LL;
         if (w->deadline_ms > w->end_ms)

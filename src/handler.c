@@ -25,6 +25,7 @@
 
 #include "clock.h"
 #include "reply.h"
+#include "streams.h"
 #include "token.h"
 
 #define HANDLER_DB_CHECK_MS 1000
@@ -85,6 +86,7 @@ request_limits handler_limits(const config *cfg) {
     return (request_limits){.max_channels = cfg->max_channels,
                             .max_body = cfg->max_body,
                             .poll_timeout_s = cfg->poll_timeout_s,
+                            .streams_poll_timeout_s = cfg->streams_poll_timeout_s,
                             .max_poll_timeout_s = cfg->max_poll_timeout_s,
                             .batch_limit = cfg->batch_limit,
                             .token_cookie = cfg->token_cookie,
@@ -215,14 +217,6 @@ void handler_answer(const config *cfg, buf *out, const msglog_batch *b, request_
 /* ---- THE ACCESS RULE ------------------------------------------------------ */
 
 /* Why a request is refused (or not). */
-typedef enum {
-    AUTH_OK = 0,
-    AUTH_KEY_MISSING,  /* 401: a key channel, no Authorization: Bearer */
-    AUTH_KEY_WRONG,    /* 403: a bearer that is no publish key */
-    AUTH_CLOSED,       /* 403: publishing needs a key and none is configured */
-    AUTH_TOKEN,        /* 401: the token is missing or invalid (token_status says how) */
-    AUTH_NOT_GRANTED   /* 403: a valid token that does not grant every channel */
-} handler_auth;
 
 /* The index of the publish key `bearer` is (0..), or -1.  Compared as
  * SHA-256 digests with CRYPTO_memcmp: the time taken says nothing about
@@ -349,6 +343,8 @@ int handler_poll(handler *h, const request *r, int64_t *cursor, const char *epoc
                  buf *out) {
     msglog_batch b;
     const char *cors = reply_cors(h->cfg, r->origin);
+    if (r->route == ROUTE_STREAM)
+        return streams_poll(h, r->channel, cors, *cursor, r->ds.cursor, final, out);
     if (handler_read(h, r, *cursor, epoch, &b)) {
         msglog_batch_free(&b);
         if (!final)
@@ -367,8 +363,8 @@ int handler_poll(handler *h, const request *r, int64_t *cursor, const char *epoc
 
 /* The access rule for one request: AUTH_OK when it may go on (*key: the
  * publish key it used, or -1); otherwise the refusal is already in out. */
-static handler_auth handler_admit(const handler *h, const request *r, int publish,
-                                  const char *cors, buf *out, int *key) {
+handler_auth handler_admit(const handler *h, const request *r, int publish, const char *cors,
+                           buf *out, int *key) {
     token_status why;
     const char *denied;
     handler_auth a = handler_access(h, r, publish, &why, &denied, key);
@@ -579,6 +575,11 @@ static handler_result handler_pub(handler *h, const request *r, const void *body
                                   buf *out) {
     const char *cors = reply_cors(h->cfg, r->origin);
     int key;
+    if (!strncmp(r->channel, DSPROTO_CHANNEL_PREFIX, sizeof DSPROTO_CHANNEL_PREFIX - 1)) {
+        reply_error(out, 403, cors, "reserved",
+                    "ds: channels are durable streams: append with POST /v1/stream/NAME", 0);
+        return HANDLER_DONE;
+    }
     if (handler_admit(h, r, 1, cors, out, &key) != AUTH_OK)
         return HANDLER_DONE;
     config_policy p = config_policy_for(h->cfg, r->channel);
@@ -779,6 +780,13 @@ handler_result handler_run(handler *h, const request *r, const void *body, size_
         return handler_sub(h, r, out, cursor, epoch);
     case ROUTE_PUB:
         return handler_pub(h, r, body, len, out);
+    case ROUTE_STREAM:
+        if (!h->cfg->streams) {
+            reply_error(out, 404, cors, "not_found", "durable streams are off here (streams = off)",
+                        0);
+            return HANDLER_DONE;
+        }
+        return streams_run(h, r, body, len, out, cursor);
     case ROUTE_HEALTH:
         /* The file at cfg->db, not whatever this handle has open. */
         if (handler_check_db(h, 1) == HANDLER_DB_FAILED || msglog_head(h->log) < 0)

@@ -71,6 +71,21 @@ typedef struct {
     char settled_epoch[MSGLOG_EPOCH_LEN + 1];
 } handler;
 
+typedef enum {
+    AUTH_OK = 0,
+    AUTH_KEY_MISSING,  /* 401: a key channel, no Authorization: Bearer */
+    AUTH_KEY_WRONG,    /* 403: a bearer that is no publish key */
+    AUTH_CLOSED,       /* 403: publishing needs a key and none is configured */
+    AUTH_TOKEN,        /* 401: the token is missing or invalid (token_status says how) */
+    AUTH_NOT_GRANTED   /* 403: a valid token that does not grant every channel */
+} handler_auth;
+
+/* THE ACCESS RULE (handler.c) for request r as a publish (publish = 1) or
+ * a subscribe of its channels: AUTH_OK when it may go on (*key: the
+ * publish key it used, or -1); otherwise the refusal is already in out. */
+handler_auth handler_admit(const handler *h, const request *r, int publish, const char *cors,
+                           buf *out, int *key);
+
 /* What handler_check_db found. */
 typedef enum {
     HANDLER_DB_SAME = 0,  /* the file open is the one at cfg->db */

@@ -356,6 +356,14 @@ static int msglog_sqlfail(msglog *log, int rc, const char *what) {
                        log->path);
 }
 
+struct sqlite3 *msglog_sqlite(msglog *log) {
+    return log->db;
+}
+
+int msglog_sqlite_fail(msglog *log, int rc, const char *what) {
+    return msglog_sqlfail(log, rc, what);
+}
+
 static sqlite3_stmt *msglog_stmt(msglog *log, int which) {
     sqlite3_stmt *s = log->st[which];
     sqlite3_reset(s);

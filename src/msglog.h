@@ -210,6 +210,13 @@ int msglog_synchronous(msglog *log);
 int msglog_changed_channels(msglog *log, int64_t since, int64_t *head,
                             void (*fn)(const char *channel, void *ud), void *ud);
 
+/* For dstore.c, which keeps durable streams in the same file and the same
+ * transactions: this handle's connection, and the mapping of an SQLite
+ * result code to the codes above (the reason, naming `what`, goes to
+ * msglog_errmsg). */
+struct sqlite3 *msglog_sqlite(msglog *log);
+int msglog_sqlite_fail(msglog *log, int rc, const char *what);
+
 /* Wall clock in milliseconds, as stored in message.time_ms. */
 int64_t msglog_now_ms(void);
 

@@ -36,7 +36,9 @@ const char *reply_reason(int status) {
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 406: return "Not Acceptable";
+    case 304: return "Not Modified";
     case 409: return "Conflict";
+    case 410: return "Gone";
     case 411: return "Length Required";
     case 413: return "Payload Too Large";
     case 429: return "Too Many Requests";
@@ -54,17 +56,18 @@ const char *reply_cors(const config *cfg, const char *origin) {
 }
 
 /* Status, content type, caching and CORS; the caller adds the rest. */
-static void reply_head(buf *out, int status, const char *ctype, const char *cors) {
+void reply_start(buf *out, int status, const char *ctype, const char *cors) {
     buf_printf(out, "Status: %d %s\r\n", status, reply_reason(status));
     if (ctype)
         buf_printf(out, "Content-Type: %s\r\n", ctype);
-    buf_puts(out, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+    buf_puts(out, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                  "Cross-Origin-Resource-Policy: cross-origin\r\n");
     if (cors)
         buf_puts(out, cors);
 }
 
 /* Content-Length, the blank line and the body. */
-static void reply_finish(buf *out, const void *body, size_t len) {
+void reply_end(buf *out, const void *body, size_t len) {
     buf_printf(out, "Content-Length: %zu\r\n\r\n", len);
     buf_put(out, body, len);
 }
@@ -97,8 +100,8 @@ void reply_batch_body(buf *body, const msglog_batch *b) {
 
 void reply_body(buf *out, int status, const char *cors, const char *ctype, const void *body,
                 size_t len) {
-    reply_head(out, status, ctype, cors);
-    reply_finish(out, body, len);
+    reply_start(out, status, ctype, cors);
+    reply_end(out, body, len);
 }
 
 void reply_json(buf *out, int status, const char *cors, const char *body, size_t len) {
@@ -107,7 +110,7 @@ void reply_json(buf *out, int status, const char *cors, const char *body, size_t
 
 void reply_raw(buf *out, const msglog_batch *b, const char *cors, const config *cfg) {
     if (b->n == 0) {
-        reply_head(out, 204, NULL, cors);
+        reply_start(out, 204, NULL, cors);
         buf_printf(out, "Holdfast-Cursor: %lld\r\nHoldfast-Epoch: %s\r\n\r\n",
                    (long long)b->cursor, b->epoch);
         return;
@@ -115,7 +118,7 @@ void reply_raw(buf *out, const msglog_batch *b, const char *cors, const config *
     const msglog_msg *m = &b->msgs[0];
     int valid = m->type && msglog_type_valid(m->type);
     int as_itself = valid && config_raw_type_allowed(cfg, m->type);
-    reply_head(out, 200, as_itself ? m->type : "application/octet-stream", cors);
+    reply_start(out, 200, as_itself ? m->type : "application/octet-stream", cors);
     buf_puts(out, "Content-Security-Policy: sandbox\r\n");
     if (!as_itself) {
         buf_puts(out, "Content-Disposition: attachment\r\n");
@@ -123,32 +126,46 @@ void reply_raw(buf *out, const msglog_batch *b, const char *cors, const config *
             buf_printf(out, "Holdfast-Type: %s\r\n", m->type);
     }
     buf_printf(out, "Holdfast-Id: %lld\r\nHoldfast-Epoch: %s\r\n", (long long)m->id, b->epoch);
-    reply_finish(out, m->body, m->len);
+    reply_end(out, m->body, m->len);
 }
 
 void reply_sse_head(buf *out, const char *cors, int retry_ms) {
-    reply_head(out, 200, "text/event-stream", cors);
+    reply_start(out, 200, "text/event-stream", cors);
     /* nginx streams an answer that says so, whatever its proxy buffering */
     buf_puts(out, "X-Accel-Buffering: no\r\n\r\n");
     buf_printf(out, "retry: %d\n\n", retry_ms);
 }
 
-/* `data:` lines for s[0..n): one per line of s (CR, LF or CRLF ends one). */
-static void reply_sse_data(buf *out, const char *s, size_t n) {
-    size_t i = 0;
-    while (i <= n) {
-        size_t j = i;
-        while (j < n && s[j] != '\n' && s[j] != '\r')
-            j++;
-        buf_puts(out, "data: ");
-        buf_put(out, s + i, j - i);
-        buf_putc(out, '\n');
-        if (j >= n)
-            break;
-        i = j + (s[j] == '\r' && j + 1 < n && s[j + 1] == '\n' ? 2 : 1);
-        if (i == n)
-            break; /* a trailing line break adds no empty line */
+/* One `data:` line for s[0..n).  EventSource drops one space after the
+ * colon: a tight line has none unless s starts with one. */
+static void reply_sse_line(buf *out, const char *s, size_t n, int tight) {
+    buf_puts(out, !tight || (n && s[0] == ' ') ? "data: " : "data:");
+    buf_put(out, s, n);
+    buf_putc(out, '\n');
+}
+
+void reply_sse_data(buf *out, const char *s, size_t n, int tight) {
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '\r' && s[i] != '\n')
+            continue;
+        reply_sse_line(out, s + run, i - run, tight);
+        if (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n')
+            i++;
+        run = i + 1;
     }
+    reply_sse_line(out, s + run, n - run, tight);
+}
+
+void reply_stream_sse_head(buf *out, const char *cors, int base64) {
+    buf_puts(out, "Status: 200 OK\r\nContent-Type: text/event-stream\r\n"
+                  "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"
+                  "Cross-Origin-Resource-Policy: cross-origin\r\nX-Accel-Buffering: no\r\n");
+    if (cors)
+        buf_puts(out, cors);
+    if (base64)
+        buf_puts(out, "Stream-SSE-Data-Encoding: base64\r\n");
+    buf_puts(out, "\r\n");
 }
 
 void reply_sse_batch(buf *out, const msglog_batch *b) {
@@ -165,7 +182,7 @@ void reply_sse_batch(buf *out, const msglog_batch *b) {
         buf_reset(&one);
         jsonenc_message(&one, &b->msgs[i]);
         buf_printf(out, "id: %lld\n", (long long)b->msgs[i].id);
-        reply_sse_data(out, one.p, one.len);
+        reply_sse_data(out, one.p, one.len, 0);
         buf_putc(out, '\n');
     }
     if (one.oom)
@@ -173,8 +190,8 @@ void reply_sse_batch(buf *out, const msglog_batch *b) {
     buf_free(&one);
 }
 
-void reply_error(buf *out, int status, const char *cors, const char *error,
-                 const char *detail, int retry_after) {
+void reply_error_with(buf *out, int status, const char *cors, const char *error,
+                      const char *detail, int retry_after, const char *headers) {
     buf body;
     buf_init(&body);
     buf_puts(&body, "{\"error\":");
@@ -182,19 +199,29 @@ void reply_error(buf *out, int status, const char *cors, const char *error,
     buf_puts(&body, ",\"detail\":");
     jsonenc_cstring(&body, detail ? detail : "");
     buf_puts(&body, "}\n");
-    reply_head(out, status, "application/json", cors);
+    reply_start(out, status, "application/json", cors);
     if (retry_after > 0)
         buf_printf(out, "Retry-After: %d\r\n", retry_after);
-    reply_finish(out, body.p, body.len);
+    if (headers)
+        buf_puts(out, headers);
+    reply_end(out, body.p, body.len);
     buf_free(&body);
 }
 
+void reply_error(buf *out, int status, const char *cors, const char *error,
+                 const char *detail, int retry_after) {
+    reply_error_with(out, status, cors, error, detail, retry_after, NULL);
+}
+
 void reply_preflight(buf *out, const char *cors) {
-    reply_head(out, 204, NULL, cors);
+    reply_start(out, 204, NULL, cors);
     if (cors)
-        buf_puts(out, "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+        buf_puts(out, "Access-Control-Allow-Methods: GET, HEAD, POST, PUT, DELETE, OPTIONS\r\n"
                       "Access-Control-Allow-Headers: Content-Type, Authorization, "
-                      "Idempotency-Key, Holdfast-Key, Last-Event-ID\r\n"
+                      "Idempotency-Key, Holdfast-Key, Last-Event-ID, If-None-Match, "
+                      "Stream-TTL, Stream-Expires-At, Stream-Closed, Stream-Seq, "
+                      "Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, "
+                      "Producer-Id, Producer-Epoch, Producer-Seq\r\n"
                       "Access-Control-Max-Age: 600\r\n");
     buf_puts(out, "\r\n");
 }

@@ -44,6 +44,27 @@ void reply_sse_batch(buf *out, const msglog_batch *b);
 void reply_error(buf *out, int status, const char *cors, const char *error,
                  const char *detail, int retry_after);
 
+/* The parts every answer is made of, for answers built elsewhere
+ * (streams.c): the status line, Content-Type when ctype, the caching,
+ * sniffing and embedding headers and the CORS lines; then, after the
+ * caller's own headers, Content-Length, the blank line and the body. */
+void reply_start(buf *out, int status, const char *ctype, const char *cors);
+void reply_end(buf *out, const void *body, size_t len);
+
+/* s[0..n) as the `data:` lines of one event: every line break (CR LF, CR
+ * or LF) starts a new line, so the payload can neither end the event nor
+ * start another field, and EventSource gives back s exactly.  tight
+ * writes `data:x` (the Durable Streams form), else `data: x`. */
+void reply_sse_data(buf *out, const char *s, size_t n, int tight);
+
+/* The head of a durable stream's event stream (Cache-Control: no-cache,
+ * and Stream-SSE-Data-Encoding: base64 when its bytes are not text). */
+void reply_stream_sse_head(buf *out, const char *cors, int base64);
+
+/* reply_error with more header lines (each ending in CR LF), or NULL. */
+void reply_error_with(buf *out, int status, const char *cors, const char *error,
+                      const char *detail, int retry_after, const char *headers);
+
 /* The answer to an OPTIONS preflight. */
 void reply_preflight(buf *out, const char *cors);
 

@@ -334,6 +334,175 @@ static request_route request_pub(request *r, char *const *envp, const request_li
     return request_token(r, "Holdfast-Key", &r->key, request_param(envp, "HTTP_HOLDFAST_KEY"));
 }
 
+/* ---- Durable Streams ------------------------------------------------------- */
+
+/* A stream name (or a Stream-Forked-From path, its /v1/stream/ prefix and
+ * the mount point before it removed) into out: 0 or -1. */
+static int request_stream_name(const char *s, size_t n, char *out) {
+    static const char prefix[] = "/v1/stream/";
+    const char *at = NULL;
+    for (size_t i = 0; i + sizeof prefix - 1 <= n; i++)
+        if (!memcmp(s + i, prefix, sizeof prefix - 1))
+            at = s + i;
+    if (at) {
+        n -= (size_t)(at - s) + sizeof prefix - 1;
+        s = at + sizeof prefix - 1;
+    }
+    if (n == 0 || n > DSPROTO_NAME_MAX || !msglog_channel_valid(s, n))
+        return -1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 0;
+}
+
+/* One query parameter of a stream read. */
+static request_route request_stream_param(request *r, const char *name, size_t nlen,
+                                          const char *val, size_t vlen, int *offsets) {
+#define IS(lit) (nlen == sizeof(lit) - 1 && !memcmp(name, lit, nlen))
+    if (IS("offset")) {
+        if (++*offsets > 1)
+            return request_fail(r, 400, "bad_offset", "offset is given more than once", NULL);
+        r->ds.offset = dsproto_offset_parse(val, vlen, &r->ds.pos);
+        if (r->ds.offset == DSPROTO_OFFSET_BAD)
+            return request_fail(r, 400, "bad_offset",
+                                "offset is -1, now, or a Stream-Next-Offset value", NULL);
+    } else if (IS("live")) {
+        if (vlen == 9 && !memcmp(val, "long-poll", 9))
+            r->ds.live = FORMAT_DS_POLL;
+        else if (vlen == 3 && !memcmp(val, "sse", 3))
+            r->ds.live = FORMAT_DS_SSE;
+        else
+            return request_fail(r, 400, "bad_parameter", "live is long-poll or sse", NULL);
+    } else if (IS("cursor")) {
+        int64_t v;
+        if (request_parse_i64(val, vlen, &v) == 0)
+            r->ds.cursor = v; /* anything else is not one of ours: a fresh cursor */
+    }
+#undef IS
+    return r->route;
+}
+
+static request_route request_stream_query(request *r, const char *q) {
+    char name[16], val[64];
+    int offsets = 0;
+    while (q && *q) {
+        size_t len = strcspn(q, "&"), nlen, vlen;
+        const char *eq = memchr(q, '=', len);
+        size_t klen = eq ? (size_t)(eq - q) : len;
+        if (request_unescape(q, klen, name, sizeof name, &nlen, 1) == 0) {
+            int known = (nlen == 6 && (!memcmp(name, "offset", 6) || !memcmp(name, "cursor", 6))) ||
+                        (nlen == 4 && !memcmp(name, "live", 4));
+            if (known && request_unescape(eq ? eq + 1 : q + len, eq ? len - klen - 1 : 0, val,
+                                          sizeof val, &vlen, 1))
+                return request_fail(r, 400, "bad_parameter",
+                                    "a query parameter is malformed or too long: ", name);
+            if (known && request_stream_param(r, name, nlen, val, vlen, &offsets) == ROUTE_ERROR)
+                return ROUTE_ERROR;
+        }
+        q += len + (q[len] == '&');
+    }
+    if (r->ds.live && !offsets)
+        return request_fail(r, 400, "bad_offset", "a live read needs ?offset=", NULL);
+    return r->route;
+}
+
+/* A producer's three headers: all or none. */
+static request_route request_stream_producer(request *r, char *const *envp) {
+    const char *id = request_param(envp, "HTTP_PRODUCER_ID");
+    const char *ep = request_param(envp, "HTTP_PRODUCER_EPOCH");
+    const char *sq = request_param(envp, "HTTP_PRODUCER_SEQ");
+    if (!id && !ep && !sq)
+        return r->route;
+    if (!id || !ep || !sq)
+        return request_fail(r, 400, "bad_producer",
+                            "Producer-Id, Producer-Epoch and Producer-Seq go together", NULL);
+    if (request_token(r, "Producer-Id", &r->ds.pid, id) == ROUTE_ERROR)
+        return ROUTE_ERROR;
+    if (dsproto_uint_parse(ep, &r->ds.pepoch) || dsproto_uint_parse(sq, &r->ds.pseq))
+        return request_fail(r, 400, "bad_producer",
+                            "Producer-Epoch and Producer-Seq are integers 0..2^53-1", NULL);
+    return r->route;
+}
+
+/* Stream-Forked-From and its offsets. */
+static request_route request_stream_fork(request *r, char *const *envp) {
+    const char *from = request_param(envp, "HTTP_STREAM_FORKED_FROM");
+    const char *at = request_param(envp, "HTTP_STREAM_FORK_OFFSET");
+    const char *sub = request_param(envp, "HTTP_STREAM_FORK_SUB_OFFSET");
+    r->ds.fork_at = -1;
+    if (!from) {
+        if (at || sub)
+            return request_fail(r, 400, "bad_fork", "a fork offset needs Stream-Forked-From",
+                                NULL);
+        return r->route;
+    }
+    if (request_stream_name(from, strlen(from), r->ds.fork_from))
+        return request_fail(r, 400, "bad_fork", "Stream-Forked-From is not a stream path", NULL);
+    if (at) {
+        dsproto_offset k = dsproto_offset_parse(at, strlen(at), &r->ds.fork_at);
+        if (k == DSPROTO_OFFSET_BAD)
+            return request_fail(r, 400, "bad_fork", "Stream-Fork-Offset is not an offset", NULL);
+        if (k == DSPROTO_OFFSET_START)
+            r->ds.fork_at = 0;
+        else if (k == DSPROTO_OFFSET_NOW)
+            r->ds.fork_at = -1;
+    }
+    if (sub && dsproto_uint_parse(sub, &r->ds.fork_sub))
+        return request_fail(r, 400, "bad_fork",
+                            "Stream-Fork-Sub-Offset is an integer 0..2^53-1", NULL);
+    if (r->ds.fork_sub > 0 && !at)
+        return request_fail(r, 400, "bad_fork", "a sub-offset needs Stream-Fork-Offset", NULL);
+    return r->route;
+}
+
+static request_route request_stream_route(request *r, char *const *envp, const char *arg,
+                                          size_t alen, const request_limits *lim) {
+    static const char *const methods[] = {"GET", "HEAD", "PUT", "POST", "DELETE"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        ok |= !strcmp(r->method, methods[i]);
+    if (!ok)
+        return request_fail(r, 405, "method_not_allowed",
+                            "streams take GET, HEAD, PUT, POST and DELETE", NULL);
+    if (request_stream_name(arg, alen, r->ds.name))
+        return request_fail(r, 400, "bad_stream",
+                            "stream names are 1-120 bytes of A-Za-z0-9._:@-", NULL);
+    snprintf(r->chanbuf, sizeof r->chanbuf, DSPROTO_CHANNEL_PREFIX "%s", r->ds.name);
+    r->channels[0] = r->channel = r->chanbuf;
+    r->nchannels = 1;
+    r->ds.offset = DSPROTO_OFFSET_START;
+    r->ds.cursor = r->ds.ttl_s = r->ds.expires_ms = -1;
+    if (request_stream_query(r, request_param(envp, "QUERY_STRING")) == ROUTE_ERROR)
+        return ROUTE_ERROR;
+    if (request_pub(r, envp, lim) == ROUTE_ERROR)
+        return ROUTE_ERROR;
+    const char *ttl = request_param(envp, "HTTP_STREAM_TTL");
+    const char *exp = request_param(envp, "HTTP_STREAM_EXPIRES_AT");
+    if (ttl && dsproto_uint_parse(ttl, &r->ds.ttl_s))
+        return request_fail(r, 400, "bad_ttl", "Stream-TTL is whole seconds, no sign or zeros",
+                            NULL);
+    if (exp && dsproto_time_parse(exp, &r->ds.expires_ms))
+        return request_fail(r, 400, "bad_expires", "Stream-Expires-At is an RFC 3339 time",
+                            NULL);
+    if (ttl && exp)
+        return request_fail(r, 400, "bad_expires",
+                            "give Stream-TTL or Stream-Expires-At, not both", NULL);
+    r->ds.closed = dsproto_closed(request_param(envp, "HTTP_STREAM_CLOSED"));
+    r->ds.script = request_param(envp, "SCRIPT_NAME");
+    if (!r->ds.script)
+        r->ds.script = "";
+    r->timeout_s = lim->streams_poll_timeout_s;
+    if (r->ds.live)
+        r->format = (request_format)r->ds.live;
+    r->ds.if_none_match = request_param(envp, "HTTP_IF_NONE_MATCH");
+    const char *seq = request_param(envp, "HTTP_STREAM_SEQ");
+    if (seq && request_token(r, "Stream-Seq", &r->ds.seq, seq) == ROUTE_ERROR)
+        return ROUTE_ERROR;
+    if (request_stream_producer(r, envp) == ROUTE_ERROR)
+        return ROUTE_ERROR;
+    return request_stream_fork(r, envp);
+}
+
 /* Which route a path names; sets *arg to the rest after "/sub/" or "/pub/". */
 static request_route request_route_of(const char *p, size_t n, const char **arg,
                                       size_t *alen) {
@@ -343,7 +512,7 @@ static request_route request_route_of(const char *p, size_t n, const char **arg,
         int has_arg;
     } routes[] = {{"/sub/", ROUTE_SUB, 1},        {"/pub/", ROUTE_PUB, 1},
                   {"/health", ROUTE_HEALTH, 0},   {"/stats", ROUTE_STATS, 0},
-                  {"/metrics", ROUTE_METRICS, 0}};
+                  {"/metrics", ROUTE_METRICS, 0}, {"/v1/stream/", ROUTE_STREAM, 1}};
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         size_t k = strlen(routes[i].prefix);
         if (n < k || memcmp(p, routes[i].prefix, k))
@@ -400,12 +569,14 @@ request_route request_parse(request *r, char *const *envp, const request_limits 
     r->route = request_route_of(path, plen, &arg, &alen);
     if (r->route == ROUTE_ERROR)
         return request_fail(r, 404, "not_found",
-                            "routes: /sub/CHANNELS, /pub/CHANNEL, /health, /stats, /metrics",
+                            "routes: /sub/CHANNELS, /pub/CHANNEL, /v1/stream/NAME, /health, /stats, /metrics",
                             NULL);
     if (!strcmp(r->method, "OPTIONS")) {
         r->route = ROUTE_PREFLIGHT;
         return r->route;
     }
+    if (r->route == ROUTE_STREAM)
+        return request_stream_route(r, envp, arg, alen, lim);
     int is_get = !strcmp(r->method, "GET") || !strcmp(r->method, "HEAD");
     int is_post = !strcmp(r->method, "POST") || !strcmp(r->method, "PUT");
     if (r->route == ROUTE_PUB ? !is_post : !is_get)

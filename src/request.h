@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dsproto.h"
 #include "msglog.h"
 #include "token.h"
 
@@ -24,10 +25,38 @@ typedef enum {
     ROUTE_HEALTH,
     ROUTE_STATS,
     ROUTE_METRICS,
+    ROUTE_STREAM,   /* /v1/stream/NAME: the Durable Streams protocol */
     ROUTE_PREFLIGHT /* OPTIONS on any route */
 } request_route;
 
-typedef enum { FORMAT_JSON = 0, FORMAT_RAW, FORMAT_SSE } request_format;
+/* How a subscriber is answered.  FORMAT_DS_POLL and FORMAT_DS_SSE are a
+ * durable stream's live reads (streams.c). */
+typedef enum {
+    FORMAT_JSON = 0,
+    FORMAT_RAW,
+    FORMAT_SSE,
+    FORMAT_DS_POLL,
+    FORMAT_DS_SSE
+} request_format;
+
+/* A Durable Streams request's fields, each checked (400 otherwise). */
+typedef struct {
+    char name[DSPROTO_NAME_MAX + 1];
+    dsproto_offset offset; /* DSPROTO_OFFSET_START when absent */
+    int64_t pos;           /* with DSPROTO_OFFSET_AT */
+    int live;              /* 0, or FORMAT_DS_POLL / FORMAT_DS_SSE */
+    int64_t cursor;        /* the echoed Stream-Cursor, -1: none */
+    int64_t ttl_s, expires_ms; /* -1: none */
+    int closed;            /* Stream-Closed: true */
+    const char *seq;       /* Stream-Seq */
+    const char *pid;       /* Producer-Id (with pepoch, pseq), NULL: none */
+    int64_t pepoch, pseq;
+    char fork_from[DSPROTO_NAME_MAX + 1]; /* "" when not a fork */
+    int64_t fork_at;       /* -1: the source's tail */
+    int64_t fork_sub;
+    const char *if_none_match;
+    const char *script;    /* SCRIPT_NAME: where holdfast is mounted, "" if unknown */
+} request_stream;
 
 /* Limits the parser enforces (from config). */
 typedef struct {
@@ -35,6 +64,7 @@ typedef struct {
     int64_t max_body;
     int poll_timeout_s;     /* used when the request names none */
     int max_poll_timeout_s; /* cap */
+    int streams_poll_timeout_s; /* a durable stream's long-poll */
     int batch_limit;        /* cap and default for ?limit= */
     const char *token_cookie; /* cookie that may carry a token, NULL or "" = none */
     const char *client_param; /* trusted header naming the client (HTTP_X_REAL_IP), or NULL */
@@ -77,6 +107,7 @@ typedef struct {
     request_token_source token_from;
     int token_over;     /* a token was presented but is longer than TOKEN_MAX */
     char tokbuf[TOKEN_MAX + 1];
+    request_stream ds; /* ROUTE_STREAM */
     /* every route */
     const char *method;
     const char *origin; /* Origin header, or NULL */

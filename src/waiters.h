@@ -37,12 +37,14 @@ struct waiter {
     uint8_t rerun;       /* owner's: on its list of streams to read again */
     uint8_t behind;      /* owner's: a stream whose reads wait for its output to drain */
     uint8_t wantout;     /* owner's: a parked stream waits for room to write */
+    uint8_t told;        /* a durable stream's event stream sent its first control */
     uint32_t mark;       /* dispatcher scratch: dedupe within one pass */
     size_t heap_idx;     /* position in the deadline heap */
     int64_t deadline_ms; /* monotonic clock: the poll's end, or the write's */
     uint64_t seq;        /* arrival order: ties on deadline go first-come */
     int64_t cursor;      /* nothing of these channels is unread at or below */
     int64_t end_ms;      /* an event stream's end (monotonic clock) */
+    int64_t ds_cursor;   /* a durable stream's read: the Stream-Cursor it echoed, -1 */
     uint64_t sent;       /* an event stream's bytes written so far */
     uint64_t sent_seen;  /* ... at its last ping: no progress since means stuck */
     char epoch[MSGLOG_EPOCH_LEN + 1];

@@ -82,6 +82,7 @@
 
 #include "clock.h"
 #include "reply.h"
+#include "streams.h"
 
 #define WORKER_EVENTS 256
 #define WORKER_FLUSH_MS 3000
@@ -345,7 +346,7 @@ static void worker_left(worker *wk, waiter *w) {
 /* ---- event streams (THE STREAM RULE) ---------------------------------------- */
 
 static int worker_is_stream(const waiter *w) {
-    return w->format == FORMAT_SSE;
+    return w->format == FORMAT_SSE || w->format == FORMAT_DS_SSE;
 }
 
 /* Bytes of a stream's output not yet taken by the web server. */
@@ -501,6 +502,12 @@ static void worker_expire(worker *wk, waiter *w) {
         worker_stream_due(wk, w);
         return;
     }
+    if (w->format == FORMAT_DS_POLL) {
+        buf_reset(&wk->resp);
+        streams_poll(&wk->h, w->channels[0], w->cors, w->cursor, w->ds_cursor, 1, &wk->resp);
+        worker_finish(wk, w, &wk->resp);
+        return;
+    }
     memset(&b, 0, sizeof b);
     b.cursor = w->cursor > wk->processed_head ? w->cursor : wk->processed_head;
     b.head = b.cursor;
@@ -582,6 +589,25 @@ static int worker_cmp(const void *pa, const void *pb) {
     return (a->cors > b->cors) - (a->cors < b->cors);
 }
 
+/* A durable stream's event stream: its own read (the events carry its
+ * offsets), then on like any stream -- or its end, once closed. */
+static void worker_ds_stream(worker *wk, waiter *s) {
+    buf_reset(&wk->body);
+    streams_sse_result r = streams_sse(&wk->h, s->channels[0], &s->cursor, s->ds_cursor,
+                                       !s->told, &wk->body);
+    if (r == STREAMS_SSE_FAILED)
+        return; /* the next wake reads again */
+    s->told = 1;
+    if (wk->body.len && worker_stream_put(wk, s, wk->body.p, wk->body.len) != 0)
+        return;
+    if (r == STREAMS_SSE_END)
+        worker_stream_end(wk, s);
+    else if (worker_unsent(s) > (size_t)wk->cfg->sse_queue_max / 2)
+        s->behind = 1;
+    else if (r == STREAMS_SSE_MORE)
+        worker_rerun(wk, s);
+}
+
 /* One read for k streams that want the same thing (those behind excepted):
  * its events, encoded once, go to each; they stay parked. */
 static void worker_stream_group(worker *wk, waiter **g, size_t k) {
@@ -591,6 +617,11 @@ static void worker_stream_group(worker *wk, waiter **g, size_t k) {
             g[n++] = g[i];
     if (n == 0)
         return;
+    if (g[0]->format == FORMAT_DS_SSE) {
+        for (size_t i = 0; i < n; i++)
+            worker_ds_stream(wk, g[i]);
+        return;
+    }
     waiter *w0 = g[0];
     msglog_query q = {.channels = w0->channels, .nchannels = w0->nchannels,
                       .since = w0->cursor, .epoch = w0->epoch, .limit = w0->limit};
@@ -613,6 +644,15 @@ static void worker_answer_group(worker *wk, waiter **g, size_t k) {
     waiter *w0 = g[0];
     if (worker_is_stream(w0)) {
         worker_stream_group(wk, g, k);
+        return;
+    }
+    if (w0->format == FORMAT_DS_POLL) {
+        for (size_t i = 0; i < k; i++) {
+            buf_reset(&wk->resp);
+            if (streams_poll(&wk->h, g[i]->channels[0], g[i]->cors, g[i]->cursor,
+                             g[i]->ds_cursor, 0, &wk->resp))
+                worker_finish(wk, g[i], &wk->resp);
+        }
         return;
     }
     msglog_query q = {.channels = w0->channels,
@@ -718,7 +758,10 @@ static void worker_register(worker *wk, waiter *w) {
     }
     if (worker_is_stream(w)) { /* its head now, its events from its cursor on */
         buf_reset(&wk->resp);
-        reply_sse_head(&wk->resp, w->cors, WORKER_SSE_RETRY_MS);
+        if (w->format == FORMAT_DS_SSE)
+            streams_sse_head(&wk->h, w->channels[0], w->cors, &wk->resp);
+        else
+            reply_sse_head(&wk->resp, w->cors, WORKER_SSE_RETRY_MS);
         if (worker_stream_put(wk, w, wk->resp.p, wk->resp.len) != 0)
             return;
         if (wk->stopping)

@@ -21,7 +21,7 @@ out="$top/build-fuzz"
 mkdir -p "$out"
 cflags="-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I$top/src $(pkg-config --cflags sqlite3 jansson libcrypto)"
 libs="$(pkg-config --libs sqlite3 jansson libcrypto) -lpthread"
-srcs="$top/src/request.c $top/src/config.c $top/src/msglog.c $top/src/jsonenc.c $top/src/buf.c $top/src/fcgi_proto.c $top/src/clock.c $top/src/token.c"
+srcs="$top/src/request.c $top/src/dsproto.c $top/src/config.c $top/src/msglog.c $top/src/jsonenc.c $top/src/buf.c $top/src/fcgi_proto.c $top/src/clock.c $top/src/token.c"
 
 # Every tests/fuzz/fuzz_*.c is a target: adding one is adding the file
 # (and, if it needs more of src/, those files to srcs above).

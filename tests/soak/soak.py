@@ -297,6 +297,10 @@ class Subscriber(threading.Thread):
             if e.kind != 'abandoned':
                 r.sub_status[e.kind] += 1
                 r.event('sub', e.kind)
+            if e.kind == 'client_timeout':
+                # a poll nobody answered: in the timeline, next to the faults
+                log('sub%d: no answer to since=%s timeout=%d in %d s (client timeout)' % (
+                    self.idx, query.get('since'), timeout, timeout + 20))
             return None
         finally:
             self.in_request = False
@@ -1050,8 +1054,10 @@ def verify(run, pubs, subs):
             ex('bad_answers', 'sub%d: %r' % (s.idx, b))
         res['not_caught_up'] += 0 if s.caught_up else 1
         if not s.caught_up:
-            ex('not_caught_up', 'sub%d cursor %s, targets %s' % (
-                s.idx, s.cursor, {c: run.targets.get(c) for c in s.channels}))
+            ex('not_caught_up', 'sub%d cursor %s, targets %s, %s' % (
+                s.idx, s.cursor, {c: run.targets.get(c) for c in s.channels},
+                'in a request sent %.1f s before the end' % (now() - s.sent_at)
+                if s.in_request and s.sent_at else 'not in a request'))
     res['acked'] = len(acked)
     res['conflicts'] = len(conflicts)
     for c in conflicts[:3]:

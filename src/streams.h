@@ -1,0 +1,45 @@
+/* streams.h -- the Durable Streams protocol's routes (/v1/stream/NAME) on
+ * top of the message log (dstore.h).
+ *
+ * Lifecycle: handler_run() hands ROUTE_STREAM here (streams_run); a live
+ * read with nothing to send parks like a subscribe (format FORMAT_DS_POLL
+ * or FORMAT_DS_SSE, on the stream's channel), and whoever holds it --
+ * the dispatcher (worker.c) or a CGI process (cgi_front.c) -- calls
+ * streams_poll() / streams_sse() on every wake and at its deadline.
+ */
+#ifndef HOLDFAST_STREAMS_H
+#define HOLDFAST_STREAMS_H
+
+#include <stdint.h>
+
+#include "handler.h"
+
+/* Answer r into out, or return HANDLER_PARK with *pos the position a live
+ * read waits after. */
+handler_result streams_run(handler *h, const request *r, const void *body, size_t len,
+                           buf *out, int64_t *pos);
+
+/* A parked long-poll on channel (the stream's) after pos: 1 with the
+ * answer in out (its data; 204 when final or closed; 404 when the stream
+ * went away), 0 to keep waiting. */
+int streams_poll(handler *h, const char *channel, const char *cors, int64_t pos,
+                 int64_t cursor, int final, buf *out);
+
+/* The head of an event stream on channel. */
+void streams_sse_head(handler *h, const char *channel, const char *cors, buf *out);
+
+/* What one event-stream read did. */
+typedef enum {
+    STREAMS_SSE_FAILED = -1, /* storage: try again on the next wake */
+    STREAMS_SSE_CAUGHT_UP,   /* everything up to the tail went out */
+    STREAMS_SSE_MORE,        /* a chunk went out, more is waiting */
+    STREAMS_SSE_END          /* closed (or gone): the last event went out; end it */
+} streams_sse_result;
+
+/* The next events of an event stream on channel after *pos (advanced):
+ * `data` + `control` pairs; with `first`, a control event even when there
+ * is nothing new, so the reader learns the tail at once. */
+streams_sse_result streams_sse(handler *h, const char *channel, int64_t *pos, int64_t cursor,
+                               int first, buf *out);
+
+#endif
