@@ -705,8 +705,8 @@ static dstore_status dstore_create_in(msglog *log, const char *name, const dstor
     }
     const char *type = c->type ? c->type : "application/octet-stream";
     int64_t base = msglog_head(log), cut = -1, src = 0, ttl = c->ttl_s, exp = c->expires_ms;
+    dstore_stream p; /* a fork's source: type may point into it */
     if (c->fork_from) {
-        dstore_stream p;
         dstore_status ds = dstore_get(log, c->fork_from, 0, &p);
         if (ds == DSTORE_NOT_FOUND)
             return DSTORE_SOURCE_MISSING;

@@ -491,6 +491,13 @@ static request_route request_stream_route(request *r, char *const *envp, const c
     r->ds.script = request_param(envp, "SCRIPT_NAME");
     if (!r->ds.script)
         r->ds.script = "";
+    r->ds.host = request_param(envp, "HTTP_HOST");
+    if (!r->ds.host || !*r->ds.host || strpbrk(r->ds.host, "\r\n /"))
+        r->ds.host = request_param(envp, "SERVER_NAME");
+    if (!r->ds.host || !*r->ds.host || strpbrk(r->ds.host, "\r\n /"))
+        r->ds.host = "localhost";
+    const char *https = request_param(envp, "HTTPS"), *scheme = request_param(envp, "REQUEST_SCHEME");
+    r->ds.https = (https && !strcasecmp(https, "on")) || (scheme && !strcasecmp(scheme, "https"));
     r->timeout_s = lim->streams_poll_timeout_s;
     if (r->ds.live)
         r->format = (request_format)r->ds.live;

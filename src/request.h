@@ -56,6 +56,8 @@ typedef struct {
     int64_t fork_sub;
     const char *if_none_match;
     const char *script;    /* SCRIPT_NAME: where holdfast is mounted, "" if unknown */
+    const char *host;      /* Host (or SERVER_NAME), "localhost" if unknown */
+    int https;             /* HTTPS=on or REQUEST_SCHEME=https */
 } request_stream;
 
 /* Limits the parser enforces (from config). */

@@ -394,7 +394,8 @@ static handler_result streams_put(handler *h, const request *r, const void *body
         streams_woke(h, &res, m.n);
     reply_start(out, ds == DSTORE_OK ? 201 : 200, s.type, cors);
     if (ds == DSTORE_OK)
-        buf_printf(out, "Location: %s/v1/stream/%s\r\n", r->ds.script, r->ds.name);
+        buf_printf(out, "Location: %s://%s%s/v1/stream/%s\r\n", r->ds.https ? "https" : "http",
+                   r->ds.host, r->ds.script, r->ds.name);
     streams_meta_lines(out, &s);
     reply_end(out, "", 0);
     streams_msgs_free(&m);
@@ -443,7 +444,8 @@ static handler_result streams_post(handler *h, const request *r, const void *bod
     }
     if (ds == DSTORE_OK)
         streams_woke(h, &res, m.n);
-    reply_start(out, ds == DSTORE_OK && r->ds.pid ? 200 : 204, NULL, cors);
+    /* 200 says "your data is in" to a producer; a close-only is 204 */
+    reply_start(out, ds == DSTORE_OK && r->ds.pid && m.n ? 200 : 204, NULL, cors);
     streams_offset_line(out, "Stream-Next-Offset", res.tail);
     if (res.closed)
         buf_puts(out, "Stream-Closed: true\r\n");
