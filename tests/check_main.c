@@ -24,6 +24,8 @@ int main(void)
     srunner_add_suite(sr, fcgi_proto_suite());
     srunner_add_suite(sr, token_suite());
     srunner_add_suite(sr, guard_suite());
+    srunner_add_suite(sr, dsproto_suite());
+    srunner_add_suite(sr, dstore_suite());
     tu_session_begin();
     srunner_run_all(sr, CK_ENV);
     tu_session_end();

@@ -17,5 +17,7 @@ Suite *lpload_suite(void);
 Suite *fcgi_proto_suite(void);
 Suite *token_suite(void);
 Suite *guard_suite(void);
+Suite *dsproto_suite(void);
+Suite *dstore_suite(void);
 
 #endif
