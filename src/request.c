@@ -498,6 +498,13 @@ static request_route request_stream_route(request *r, char *const *envp, const c
         r->ds.host = "localhost";
     const char *https = request_param(envp, "HTTPS"), *scheme = request_param(envp, "REQUEST_SCHEME");
     r->ds.https = (https && !strcasecmp(https, "on")) || (scheme && !strcasecmp(scheme, "https"));
+    /* nginx's fastcgi_params pass Host as $host, without the port */
+    const char *port = request_param(envp, "SERVER_PORT");
+    if (port && !strchr(r->ds.host, ':') && strcmp(port, r->ds.https ? "443" : "80") &&
+        strlen(port) <= 5 && strspn(port, "0123456789") == strlen(port) && *port) {
+        snprintf(r->ds.hostbuf, sizeof r->ds.hostbuf, "%.200s:%s", r->ds.host, port);
+        r->ds.host = r->ds.hostbuf;
+    }
     r->timeout_s = lim->streams_poll_timeout_s;
     if (r->ds.live)
         r->format = (request_format)r->ds.live;

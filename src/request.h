@@ -58,6 +58,7 @@ typedef struct {
     const char *script;    /* SCRIPT_NAME: where holdfast is mounted, "" if unknown */
     const char *host;      /* Host (or SERVER_NAME), "localhost" if unknown */
     int https;             /* HTTPS=on or REQUEST_SCHEME=https */
+    char hostbuf[216];     /* host:SERVER_PORT when Host had no port */
 } request_stream;
 
 /* Limits the parser enforces (from config). */

@@ -15,9 +15,12 @@
 #      (tests/longrun/run.sh)
 #  10. browser tests: holdfast.js under Node's test runner, the demos in
 #      Debian's chromium driven by playwright-core (tests/browser/run.sh)
-#  11. fuzzing the parsers: regression inputs, then each target for
+#  11. Durable Streams conformance: the npm conformance suite and an
+#      @durable-streams/client interop test against holdfast behind real
+#      nginx and lighttpd (tests/conformance/run.sh)
+#  12. fuzzing the parsers: regression inputs, then each target for
 #      HOLDFAST_FUZZ_SECONDS (default 60) s (libFuzzer, clang)
-#  12. make distcheck (the tarball builds and passes its unit suite on its own)
+#  13. make distcheck (the tarball builds and passes its unit suite on its own)
 #
 # Every test step prints how many tests it ran and how long it took; a step
 # that ran none, or fewer than it knows it has (the unit suite: more than
@@ -317,7 +320,12 @@ begin "browser tests (node unit, playwright e2e)"
 run "$L/browser.log" 2400 env HOLDFAST_BIN="$top/build/holdfast" sh tests/browser/run.sh
 count_step "$L/browser.log" tests/browser/run.sh
 
-# ---- 11. fuzzing -------------------------------------------------------------
+# ---- 11. Durable Streams conformance -----------------------------------------
+begin "Durable Streams conformance (nginx, lighttpd)"
+run "$L/conformance.log" 1200 env HOLDFAST_BIN="$top/build/holdfast" sh tests/conformance/run.sh
+count_step "$L/conformance.log" tests/conformance/run.sh
+
+# ---- 12. fuzzing -------------------------------------------------------------
 begin "fuzzing"
 fuzz_secs=${HOLDFAST_FUZZ_SECONDS:-60}
 if [ "${CI:-}" = true ] && [ "$fuzz_secs" -lt 60 ]; then
@@ -327,7 +335,7 @@ fi
 run "$L/fuzz.log" 3600 sh tests/fuzz/run.sh "$fuzz_secs"
 count_step "$L/fuzz.log" tests/fuzz/run.sh
 
-# ---- 12. make distcheck ------------------------------------------------------
+# ---- 13. make distcheck ------------------------------------------------------
 # Check writes the unit suite's results, summary line included, to
 # CK_LOG_FILE_NAME too: that is how the count from inside distcheck's own
 # build gets out of it (whose logs distcheck removes).
