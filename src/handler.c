@@ -786,6 +786,11 @@ handler_result handler_run(handler *h, const request *r, const void *body, size_
                         0);
             return HANDLER_DONE;
         }
+        if (r->ds.live == FORMAT_DS_SSE && !h->cfg->sse) {
+            reply_error(out, 406, cors, "not_acceptable",
+                        "event streams are off here (sse = off): read with live=long-poll", 0);
+            return HANDLER_DONE;
+        }
         return streams_run(h, r, body, len, out, cursor);
     case ROUTE_HEALTH:
         /* The file at cfg->db, not whatever this handle has open. */

@@ -505,7 +505,8 @@ static request_route request_stream_route(request *r, char *const *envp, const c
         snprintf(r->ds.hostbuf, sizeof r->ds.hostbuf, "%.200s:%s", r->ds.host, port);
         r->ds.host = r->ds.hostbuf;
     }
-    r->timeout_s = lim->streams_poll_timeout_s;
+    r->timeout_s = lim->streams_poll_timeout_s < lim->max_poll_timeout_s
+                       ? lim->streams_poll_timeout_s : lim->max_poll_timeout_s;
     if (r->ds.live)
         r->format = (request_format)r->ds.live;
     r->ds.if_none_match = request_param(envp, "HTTP_IF_NONE_MATCH");

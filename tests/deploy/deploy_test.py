@@ -951,6 +951,111 @@ def sse_check(n, port, path, publish, rounds=3, limit_s=1.0):
         s.close()
 
 
+def ds_sse_events(port, path, until, timeout=10):
+    """GET path (a durable stream's live=sse) over HTTP/1.0 until `until` is in
+    what arrived or the connection closes: (head, body bytes)."""
+    s = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+    try:
+        s.sendall(('GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n\r\n'
+                   % (path, KEY)).encode())
+        data, deadline = b'', time.monotonic() + timeout
+        while until not in data and time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b'\r\n\r\n')
+        return head, body
+    finally:
+        s.close()
+
+
+def streams_check(dep):
+    """The Durable Streams surface through this web server: create, append,
+    read, HEAD, a long-poll woken by an append, closing, an event stream
+    whose events arrive as they happen (or 406 where sse = off), and its
+    refusals -- every status and the protocol's headers reach the client."""
+    n, port = dep.name, dep.port
+    name = 'dt.%d' % int(time.time() * 1000)
+    url = dep.base + '/v1/stream/' + name
+    auth = {'Authorization': 'Bearer ' + KEY}
+    text = dict(auth, **{'Content-Type': 'text/plain'})
+    try:
+        st, h, b = req(port, 'PUT', url, body=b'first ', headers=text)
+        ok = st == 201 and h.get('location', '').endswith('/v1/stream/' + name)
+        st2, h2, _ = req(port, 'POST', url, body=b'second', headers=text)
+        tail = h2.get('stream-next-offset', '')
+        st3, h3, b3 = req(port, 'GET', url)
+        st4, h4, b4 = req(port, 'HEAD', url)
+        good = (ok and st2 == 204 and len(tail) == 33 and st3 == 200 and
+                b3 == b'first second' and h3.get('stream-up-to-date') == 'true' and
+                h3.get('stream-next-offset') == tail and st4 == 200 and not b4 and
+                h4.get('stream-next-offset') == tail)
+        R.check('%s: a durable stream is created, appended to and read' % n, good,
+                '' if good else 'PUT %s %r, POST %s, GET %s %r %r, HEAD %s %r' % (
+                    st, h.get('location'), st2, st3, b3[:80], h3, st4, h4))
+        # a long-poll at the tail, answered by the next append
+        poll = Bg(lambda: req(port, 'GET', url + '?offset=%s&live=long-poll' % tail))
+        time.sleep(1.0)
+        early = poll.result is not None
+        t0 = time.monotonic()
+        req(port, 'POST', url, body=b'third', headers=text)
+        poll.join(10)
+        lat = time.monotonic() - t0
+        r = poll.result
+        good = (not early and isinstance(r, tuple) and r[0] == 200 and r[2] == b'third' and
+                'stream-cursor' in r[1] and lat < 2)
+        R.check('%s: a stream long-poll is answered by the next append' % n, good,
+                'after %.0f ms' % (lat * 1000) if good else 'early=%s %r after %.1f s' % (
+                    early, r if not isinstance(r, tuple) else (r[0], r[1], r[2][:100]), lat))
+        # an event stream from the start: the data so far, then the next append
+        if dep.sse:
+            got = Bg(lambda: ds_sse_events(port, url + '?offset=-1&live=sse', b'fourth'))
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            req(port, 'POST', url, body=b'fourth', headers=text)
+            got.join(12)
+            lat = time.monotonic() - t0
+            head, body = got.result if isinstance(got.result, tuple) else (b'', b'')
+            good = (b' 200 ' in head.split(b'\r\n')[0] and b'text/event-stream' in head and
+                    b'event: data\ndata:first second' in body and b'data:fourth' in body and
+                    b'event: control' in body and lat < 2)
+            R.check('%s: a stream read as SSE gets each append as it happens' % n, good,
+                    'after %.0f ms' % (lat * 1000) if good else 'head %r body %r after %.1f s' % (
+                        head[:200], body[-300:], lat))
+        else:
+            st, _, b = req(port, 'GET', url + '?offset=-1&live=sse', timeout=10)
+            R.check('%s: a stream read as SSE is refused with 406 (sse = off)' % n,
+                    st == 406 and (jbody(b) or {}).get('error') == 'not_acceptable',
+                    '%s %r' % (st, b[:200]))
+        # closing, and what a closed stream answers
+        st, h, _ = req(port, 'POST', url, headers=dict(auth, **{'Stream-Closed': 'true'}))
+        st2, h2, _ = req(port, 'POST', url, body=b'late', headers=text)
+        st3, h3, b3 = req(port, 'GET', url + '?offset=%s&live=long-poll' % h.get(
+            'stream-next-offset', ''), timeout=10)
+        good = (st == 204 and h.get('stream-closed') == 'true' and st2 == 409 and
+                h2.get('stream-closed') == 'true' and st3 == 204 and
+                h3.get('stream-closed') == 'true')
+        R.check('%s: a closed stream says so: 409 to appends, 204 Stream-Closed to readers' % n,
+                good, '' if good else 'close %s %r; append %s %r; poll %s %r' % (
+                    st, h, st2, h2, st3, h3))
+        # refusals
+        sts = [req(port, 'POST', url, body=b'x', headers={'Content-Type': 'text/plain'})[0],
+               req(port, 'POST', dep.base + '/v1/stream/dt.missing', body=b'x', headers=text)[0],
+               req(port, 'GET', url + '?offset=bogus')[0],
+               req(port, 'PUT', url, headers=dict(auth, **{'Content-Type': 'application/json'}))[0],
+               req(port, 'DELETE', url, headers=auth)[0],
+               req(port, 'GET', url)[0]]
+        R.check('%s: stream refusals 401 no key, 404, 400 bad offset, 409 conflict; deleted' % n,
+                sts == [401, 404, 400, 409, 204, 404], repr(sts))
+    except Exception as e:  # noqa: BLE001
+        R.check('%s: a durable stream is created, appended to and read' % n, False, repr(e))
+
+
 def scenario(dep):
     n = dep.name
     port = dep.port
@@ -1171,6 +1276,7 @@ def scenario(dep):
             os.unlink(os.path.join(folder, f))
         R.check('%s: a database in the web folder is not served' % n,
                 all(st == 403 and not leak for _, st, leak in denied), repr(denied))
+    streams_check(dep)
     if dep.flood_test:
         per_client_cap(dep)
 
