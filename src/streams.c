@@ -30,6 +30,10 @@
 
 #define STREAMS_CHUNK (1u << 20)
 
+/* A stream's bytes are its writers', served in the site's origin under
+ * their own type: never a page that runs (THE RAW RULE in reply.c). */
+#define STREAMS_SANDBOX "Content-Security-Policy: sandbox\r\n"
+
 static const char *streams_name(const char *channel) {
     return channel + sizeof DSPROTO_CHANNEL_PREFIX - 1;
 }
@@ -205,6 +209,7 @@ static int streams_answer(handler *h, const dstore_stream *s, int64_t pos, int l
     if (status == 200 && !live && inm && !strcmp(inm, etag))
         status = 304;
     reply_start(out, status, status == 200 ? s->type : NULL, cors);
+    buf_puts(out, STREAMS_SANDBOX);
     streams_offset_line(out, "Stream-Next-Offset", next);
     if (at_tail)
         buf_puts(out, "Stream-Up-To-Date: true\r\n");
@@ -262,6 +267,7 @@ static handler_result streams_get(handler *h, const request *r, buf *out, const 
     if (r->ds.offset == DSPROTO_OFFSET_NOW && !r->ds.live) {
         int json = dsproto_type_json(s.type);
         reply_start(out, 200, s.type, cors);
+        buf_puts(out, STREAMS_SANDBOX);
         streams_offset_line(out, "Stream-Next-Offset", s.tail);
         buf_puts(out, "Stream-Up-To-Date: true\r\n");
         if (s.closed)
