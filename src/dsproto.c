@@ -167,7 +167,8 @@ static void dsproto_emit(const char *s, size_t a, size_t b,
 int dsproto_json_split(const char *body, size_t len,
                        void (*fn)(void *ud, const char *s, size_t n), void *ud) {
     json_error_t e;
-    json_t *v = json_loadb(body, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &e);
+    json_t *v =
+        json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &e);
     if (!v)
         return -1;
     int is_array = json_is_array(v);
