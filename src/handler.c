@@ -791,6 +791,8 @@ handler_result handler_run(handler *h, const request *r, const void *body, size_
                         "event streams are off here (sse = off): read with live=long-poll", 0);
             return HANDLER_DONE;
         }
+        if (epoch)
+            epoch[0] = '\0'; /* a stream's position is its own: no epoch */
         return streams_run(h, r, body, len, out, cursor);
     case ROUTE_HEALTH:
         /* The file at cfg->db, not whatever this handle has open. */

@@ -180,53 +180,53 @@ static dstore_status streams_read(handler *h, const dstore_stream *s, int64_t po
     return ds;
 }
 
-/* A read's answer, or 0 when a live read (not final) should wait. */
-static int streams_answer(handler *h, const dstore_stream *s, int64_t pos, int live,
-                          int64_t cursor, const char *inm, const char *cors, int final,
-                          buf *out) {
-    buf body;
-    size_t count;
-    int64_t next;
-    int more;
-    buf_init(&body);
-    dstore_status ds = streams_read(h, s, pos, &body, &count, &next, &more);
-    if (ds != DSTORE_OK) {
-        buf_free(&body);
-        if (live && !final)
-            return 0;
-        streams_refuse(h, out, cors, NULL, ds, NULL);
-        return 1;
-    }
-    int at_tail = !more && next >= s->tail;
-    if (count == 0 && live && !s->closed && !final) {
-        buf_free(&body);
-        return 0;
+/* Read stream s after pos into b: 1 when there is something to answer,
+ * 0 when a live read (not final) should wait on. */
+static int streams_batch_read(handler *h, const dstore_stream *s, int64_t pos, int live,
+                              int final, streams_batch *b) {
+    memset(b, 0, sizeof *b);
+    buf_init(&b->body);
+    b->s = *s;
+    b->pos = pos;
+    b->live = live;
+    b->ds = streams_read(h, s, pos, &b->body, &b->count, &b->next, &b->more);
+    if (b->ds != DSTORE_OK)
+        return !live || final;
+    b->at_tail = !b->more && b->next >= s->tail;
+    return b->count > 0 || !live || s->closed || final;
+}
+
+void streams_batch_reply(handler *h, const streams_batch *b, const char *cors, int64_t cursor,
+                         const char *inm, buf *out) {
+    const dstore_stream *s = &b->s;
+    if (b->ds != DSTORE_OK) {
+        streams_refuse(h, out, cors, NULL, b->ds, NULL);
+        return;
     }
     char etag[128];
-    snprintf(etag, sizeof etag, "\"%lld:%lld:%lld%s\"", (long long)s->id, (long long)pos,
-             (long long)next, s->closed && at_tail ? ":c" : "");
-    int status = count == 0 && live ? 204 : 200;
-    if (status == 200 && !live && inm && !strcmp(inm, etag))
+    snprintf(etag, sizeof etag, "\"%lld:%lld:%lld%s\"", (long long)s->id, (long long)b->pos,
+             (long long)b->next, s->closed && b->at_tail ? ":c" : "");
+    int status = b->count == 0 && b->live ? 204 : 200;
+    if (status == 200 && !b->live && inm && !strcmp(inm, etag))
         status = 304;
     reply_start(out, status, status == 200 ? s->type : NULL, cors);
     buf_puts(out, STREAMS_SANDBOX);
-    streams_offset_line(out, "Stream-Next-Offset", next);
-    if (at_tail)
+    streams_offset_line(out, "Stream-Next-Offset", b->next);
+    if (b->at_tail)
         buf_puts(out, "Stream-Up-To-Date: true\r\n");
-    if (s->closed && at_tail)
+    if (s->closed && b->at_tail)
         buf_puts(out, "Stream-Closed: true\r\n");
-    else if (live)
+    else if (b->live)
         buf_printf(out, "Stream-Cursor: %lld\r\n", (long long)streams_cursor(cursor));
     if (status != 204)
         buf_printf(out, "ETag: %s\r\n", etag);
-    if (status == 200)
-        reply_end(out, body.p, body.len);
-    else
-        reply_end(out, "", 0);
+    reply_end(out, status == 200 ? b->body.p : "", status == 200 ? b->body.len : 0);
     atomic_fetch_add(&h->counters->answered, 1);
-    atomic_fetch_add(&h->counters->deliveries, (int64_t)count);
-    buf_free(&body);
-    return 1;
+    atomic_fetch_add(&h->counters->deliveries, (int64_t)b->count);
+}
+
+void streams_batch_free(streams_batch *b) {
+    buf_free(&b->body);
 }
 
 /* The metadata lines of HEAD (and the create answers). */
@@ -275,24 +275,38 @@ static handler_result streams_get(handler *h, const request *r, buf *out, const 
         reply_end(out, json ? "[]" : "", json ? 2 : 0);
         return HANDLER_DONE;
     }
-    if (streams_answer(h, &s, at, r->ds.live, r->ds.cursor, r->ds.if_none_match, cors,
-                       r->timeout_s == 0, out))
+    streams_batch b;
+    int answer = streams_batch_read(h, &s, at, r->ds.live, r->timeout_s == 0, &b);
+    if (answer)
+        streams_batch_reply(h, &b, cors, r->ds.cursor, r->ds.if_none_match, out);
+    streams_batch_free(&b);
+    if (answer)
         return HANDLER_DONE;
     *pos = at > s.tail ? at : s.tail;
     return HANDLER_PARK;
 }
 
-int streams_poll(handler *h, const char *channel, const char *cors, int64_t pos,
-                 int64_t cursor, int final, buf *out) {
+int streams_poll_read(handler *h, const char *channel, int64_t pos, int final,
+                      streams_batch *b) {
     dstore_stream s;
     dstore_status ds = dstore_get(h->log, streams_name(channel), 0, &s);
-    if (ds == DSTORE_ERR && !final)
-        return 0;
     if (ds != DSTORE_OK) {
-        streams_refuse(h, out, cors, NULL, ds, NULL);
-        return 1;
+        memset(b, 0, sizeof *b);
+        buf_init(&b->body);
+        b->ds = ds;
+        return ds != DSTORE_ERR || final; /* gone: say so; a failing read waits on */
     }
-    return streams_answer(h, &s, pos, FORMAT_DS_POLL, cursor, NULL, cors, final, out);
+    return streams_batch_read(h, &s, pos, FORMAT_DS_POLL, final, b);
+}
+
+int streams_poll(handler *h, const char *channel, const char *cors, int64_t pos,
+                 int64_t cursor, int final, buf *out) {
+    streams_batch b;
+    int answer = streams_poll_read(h, channel, pos, final, &b);
+    if (answer)
+        streams_batch_reply(h, &b, cors, cursor, NULL, out);
+    streams_batch_free(&b);
+    return answer;
 }
 
 /* ---- event streams ------------------------------------------------------------ */

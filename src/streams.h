@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "dstore.h"
 #include "handler.h"
 
 /* Answer r into out, or return HANDLER_PARK with *pos the position a live
@@ -24,6 +25,25 @@ handler_result streams_run(handler *h, const request *r, const void *body, size_
  * went away), 0 to keep waiting. */
 int streams_poll(handler *h, const char *channel, const char *cors, int64_t pos,
                  int64_t cursor, int final, buf *out);
+
+/* The same in two steps, so that long-polls waiting at the same place
+ * share one read: streams_poll_read() fills b (1: answer each waiter with
+ * streams_batch_reply(), its own CORS lines and echoed cursor; 0: they
+ * wait on), then streams_batch_free(). */
+typedef struct {
+    dstore_status ds;     /* DSTORE_OK, or the refusal to answer */
+    dstore_stream s;
+    int64_t pos, next;
+    size_t count;
+    int more, at_tail, live;
+    buf body;
+} streams_batch;
+
+int streams_poll_read(handler *h, const char *channel, int64_t pos, int final,
+                      streams_batch *b);
+void streams_batch_reply(handler *h, const streams_batch *b, const char *cors, int64_t cursor,
+                         const char *if_none_match, buf *out);
+void streams_batch_free(streams_batch *b);
 
 /* The head of an event stream on channel. */
 void streams_sse_head(handler *h, const char *channel, const char *cors, buf *out);

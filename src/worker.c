@@ -646,13 +646,15 @@ static void worker_answer_group(worker *wk, waiter **g, size_t k) {
         worker_stream_group(wk, g, k);
         return;
     }
-    if (w0->format == FORMAT_DS_POLL) {
-        for (size_t i = 0; i < k; i++) {
-            buf_reset(&wk->resp);
-            if (streams_poll(&wk->h, g[i]->channels[0], g[i]->cors, g[i]->cursor,
-                             g[i]->ds_cursor, 0, &wk->resp))
+    if (w0->format == FORMAT_DS_POLL) { /* one read, each its own Stream-Cursor */
+        streams_batch sb;
+        if (streams_poll_read(&wk->h, w0->channels[0], w0->cursor, 0, &sb))
+            for (size_t i = 0; i < k; i++) {
+                buf_reset(&wk->resp);
+                streams_batch_reply(&wk->h, &sb, g[i]->cors, g[i]->ds_cursor, NULL, &wk->resp);
                 worker_finish(wk, g[i], &wk->resp);
-        }
+            }
+        streams_batch_free(&sb);
         return;
     }
     msglog_query q = {.channels = w0->channels,
