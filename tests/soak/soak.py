@@ -1243,7 +1243,14 @@ def main():
         for p in pubs:
             for ch, mid, _, _ in p.acks:
                 run.targets[ch] = max(run.targets.get(ch, 0), mid)
-        run.drain_deadline = now() + args.drain
+        # A poll the web server never answers is given up only at its client
+        # timeout (its poll timeout + 20 s): mod_fcgid loses a request that
+        # waits for a spawn across a graceful restart (its process manager
+        # exits without answering, and the Apache child blocks for good).
+        # The drain outlasts that timeout, so such a subscriber polls again
+        # and catches up instead of counting as losing what it never asked.
+        drain = max(args.drain, args.poll_timeout[1] + 20 + 5)
+        run.drain_deadline = now() + drain
         run.pubs_done.set()
         for s in subs:
             s.join(max(1, run.drain_deadline + 25 - now()))
