@@ -22,7 +22,8 @@
 typedef enum {
     DSTORE_OK = 0,
     DSTORE_NOT_FOUND,     /* no such stream (or it expired) */
-    DSTORE_GONE,          /* soft-deleted: its forks still read it */
+    DSTORE_GONE,          /* soft-deleted (its forks still read it); a read: the
+                             data after the offset was pruned */
     DSTORE_EXISTS_SAME,   /* create: it exists with this configuration */
     DSTORE_CONFLICT,      /* create: it exists otherwise; append: type or seq */
     DSTORE_CLOSED,        /* append: the stream is closed */
@@ -119,7 +120,9 @@ dstore_status dstore_delete(msglog *log, const char *name);
 /* Stream s's messages after position `after`, oldest first, at most `max`
  * bytes (but at least one message): each as (position, bytes).  Fills
  * *next with the position after the last one returned and *more when
- * messages remain.  The callback's bytes live until it returns. */
+ * messages remain.  The callback's bytes live until it returns.
+ * DSTORE_GONE when something after `after` was pruned (by an older
+ * release's retention), never a short answer. */
 typedef void (*dstore_msg_fn)(void *ud, int64_t pos, const void *p, size_t n);
 dstore_status dstore_read(msglog *log, const dstore_stream *s, int64_t after, size_t max,
                           dstore_msg_fn fn, void *ud, int64_t *next, int *more);

@@ -106,7 +106,9 @@ static void streams_refuse(handler *h, buf *out, const char *cors, const request
         reply_error(out, 404, cors, "not_found", "no such stream", 0);
         break;
     case DSTORE_GONE:
-        reply_error(out, 410, cors, "gone", "the stream was deleted", 0);
+        reply_error(out, 410, cors, "gone",
+                    r ? "the stream was deleted"
+                      : "the stream was deleted, or data after this offset was pruned", 0);
         break;
     case DSTORE_CLOSED:
         buf_puts(&hd, "Stream-Closed: true\r\n");

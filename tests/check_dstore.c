@@ -278,6 +278,34 @@ START_TEST(test_ttl_expires_an_idle_stream)
 }
 END_TEST
 
+START_TEST(test_a_read_past_pruned_data_is_refused_not_short)
+{
+    dstore_stream s;
+    dstore_result res;
+    dstore_config c = plain("text/plain");
+    const char *dir = tu_mkdtemp();
+    char err[256];
+    lg = tu_open_log(dir);
+    ck_assert_int_eq(create("p", &c, "a", &s), DSTORE_OK);
+    ck_assert_int_eq(append("p", "b", &res), DSTORE_OK);
+    int64_t first = res.tail - 1;
+    ck_assert_int_eq(append("p", "c", &res), DSTORE_OK);
+    /* what a previous release's retention pass does to the oldest row */
+    ck_assert_int_eq(tu_sql_exec(tu_path(dir, "test.db"),
+                                 "UPDATE channel SET pruned_through = (SELECT min(id) FROM message)"
+                                 " WHERE name = 'ds:p'", err, sizeof err), 0);
+    ck_assert_int_eq(dstore_get(lg, "p", 0, &s), DSTORE_OK);
+    int64_t next;
+    int more;
+    readout o;
+    memset(&o, 0, sizeof o);
+    ck_assert_int_eq(dstore_read(lg, &s, 0, 1 << 20, read_cb, &o, &next, &more), DSTORE_GONE);
+    ck_assert_int_eq(dstore_read(lg, &s, first, 1 << 20, read_cb, &o, &next, &more), DSTORE_OK);
+    ck_assert_str_eq(o.text, "bc");
+    msglog_close(lg);
+}
+END_TEST
+
 START_TEST(test_a_log_with_streams_stays_schema_2)
 {
     dstore_stream s;
@@ -304,6 +332,7 @@ Suite *dstore_suite(void)
     tcase_add_test(tc, test_fork_chain_reads_inherited_then_own_data);
     tcase_add_test(tc, test_soft_delete_keeps_sources_until_the_last_fork_goes);
     tcase_add_test(tc, test_ttl_expires_an_idle_stream);
+    tcase_add_test(tc, test_a_read_past_pruned_data_is_refused_not_short);
     tcase_add_test(tc, test_a_log_with_streams_stays_schema_2);
     return s;
 }
