@@ -334,7 +334,6 @@ streams_sse_result streams_sse(handler *h, const char *channel, int64_t *pos, in
     int64_t next;
     int more;
     buf_init(&body);
-    int json = dsproto_type_json(s.type);
     if (streams_read(h, &s, *pos, &body, &count, &next, &more) != DSTORE_OK) {
         buf_free(&body);
         return STREAMS_SSE_FAILED;
@@ -354,7 +353,6 @@ streams_sse_result streams_sse(handler *h, const char *channel, int64_t *pos, in
         buf_putc(out, '\n');
         atomic_fetch_add(&h->counters->deliveries, (int64_t)count);
     }
-    (void)json;
     if (count || first || closed) {
         char off[DSPROTO_OFFSET_LEN + 1];
         dsproto_offset_format(next, off);
