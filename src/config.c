@@ -21,8 +21,6 @@
  */
 #include "config.h"
 
-#include "dsproto.h"
-
 #include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
@@ -729,8 +727,5 @@ config_policy config_policy_for(const config *c, const char *channel) {
 }
 
 msglog_retention config_retention_for(const char *channel, void *ud) {
-    /* A durable stream keeps its data until it is deleted or expires. */
-    if (!strncmp(channel, DSPROTO_CHANNEL_PREFIX, sizeof DSPROTO_CHANNEL_PREFIX - 1))
-        return (msglog_retention){0, 0};
     return config_policy_for(ud, channel).retention;
 }

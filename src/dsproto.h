@@ -13,10 +13,9 @@
 
 #include "buf.h"
 
-/* A stream's name (the path after /v1/stream/) is the channel
- * DSPROTO_CHANNEL_PREFIX + name, so it obeys the channel alphabet. */
-#define DSPROTO_CHANNEL_PREFIX "ds:"
-#define DSPROTO_NAME_MAX 120
+/* A stream's name (the path after /v1/stream/) is the channel of that
+ * name, so it obeys the channel alphabet and length (MSGLOG_CHANNEL_MAX). */
+#define DSPROTO_NAME_MAX 128
 #define DSPROTO_OFFSET_LEN 33 /* 16 digits, '_', 16 digits */
 #define DSPROTO_SEQ_MAX 200   /* bytes of a Stream-Seq or Producer-Id */
 #define DSPROTO_INT_MAX 9007199254740991LL /* 2^53 - 1 */

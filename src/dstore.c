@@ -1,21 +1,16 @@
 /* dstore.c -- durable streams in the message log: metadata, appends,
  * forks, reads across fork chains.
  *
- * LAYOUT.  A stream `name` is the channel "ds:name": each append is one
- * row of `message` per message (JSON mode: per array element), so its
+ * LAYOUT.  A stream `name` is the channel `name`: each append is one row
+ * of `message` per message (JSON mode: per array element), so its
  * positions are message ids (dsproto.c's OFFSETS), the dispatchers' wake
- * (worker.c) covers its live readers unchanged, and /sub/ds:name reads it
- * as any channel.  Closing appends an empty row whose key is DSTORE_MARK:
- * it wakes the live readers; reads skip it.  The metadata is in two tables
- * this file creates when a stream is first written, with IF NOT EXISTS and
- * without touching user_version -- so a worker of the previous release
- * (schema 2), still running during an upgrade, opens the same file and
- * serves its routes as before:
- *   ds_stream(id, name UNIQUE, channel, type, base, ttl_s, expires_ms,
- *             touched_ms, closed, src, cut_len, fork_from, fork_at,
- *             fork_sub, refs, deleted, close_pid, close_epoch, close_seq,
- *             last_seq)
- *   ds_producer(stream, producer, epoch, seq)  PRIMARY KEY(stream, producer)
+ * (worker.c) covers its live readers unchanged, /sub/name reads it and
+ * /pub/name appends to it (handler.c checks the stream first).  A stream
+ * begins at its creation (`base`, the log's head then): what the channel
+ * held before is not its data.  Closing appends an empty row whose key is
+ * DSTORE_MARK: it wakes the live readers; reads skip it; a trigger refuses
+ * any other row after it.  The metadata tables (ds_stream, ds_producer)
+ * and that trigger are msglog.c's THE STREAMS' TABLES.
  *
  * THE FORK RULE.  A fork has its source's positions up to `base` and its
  * own rows above (they are appended later, so their ids are higher); the
@@ -41,29 +36,12 @@
 
 #include <sqlite3.h>
 
-#define DSTORE_MARK "ds:closed"
-
-static const char dstore_schema[] =
-    "CREATE TABLE IF NOT EXISTS ds_stream(id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  name TEXT NOT NULL UNIQUE, channel INTEGER NOT NULL, type TEXT NOT NULL,"
-    "  base INTEGER NOT NULL, ttl_s INTEGER NOT NULL, expires_ms INTEGER NOT NULL,"
-    "  touched_ms INTEGER NOT NULL, closed INTEGER NOT NULL DEFAULT 0,"
-    "  src INTEGER NOT NULL DEFAULT 0, cut_len INTEGER NOT NULL DEFAULT -1,"
-    "  fork_from TEXT, fork_at INTEGER NOT NULL DEFAULT -1,"
-    "  fork_sub INTEGER NOT NULL DEFAULT 0, refs INTEGER NOT NULL DEFAULT 0,"
-    "  deleted INTEGER NOT NULL DEFAULT 0, close_pid TEXT, close_epoch INTEGER,"
-    "  close_seq INTEGER, last_seq TEXT);"
-    "CREATE TABLE IF NOT EXISTS ds_producer(stream INTEGER NOT NULL, producer TEXT NOT NULL,"
-    "  epoch INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(stream, producer));";
+#define DSTORE_MARK MSGLOG_STREAM_MARK
 
 #define DSTORE_COLS                                                                     \
     "id, channel, type, base, ttl_s, expires_ms, touched_ms, closed, src, cut_len,"     \
     " coalesce(fork_from, ''), fork_at, fork_sub, refs, deleted, coalesce(close_pid, ''),"\
     " coalesce(close_epoch, -1), coalesce(close_seq, -1)"
-
-void dstore_channel_name(const char *name, char *out) {
-    snprintf(out, MSGLOG_CHANNEL_MAX + 1, DSPROTO_CHANNEL_PREFIX "%s", name);
-}
 
 /* ---- statements ---------------------------------------------------------- */
 
@@ -103,8 +81,6 @@ static int dstore_begin(msglog *log) {
     char *msg = NULL;
     int rc = sqlite3_exec(msglog_sqlite(log), "BEGIN IMMEDIATE", NULL, NULL, &msg);
     sqlite3_free(msg);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(msglog_sqlite(log), dstore_schema, NULL, NULL, NULL);
     return rc;
 }
 
@@ -660,9 +636,8 @@ static int dstore_collect(msglog *log, dstore_stream s) {
 static int dstore_insert_stream(msglog *log, const char *name, const dstore_config *c,
                                 const char *type, int64_t base, int64_t cut, int64_t src,
                                 int64_t ttl, int64_t exp, int64_t *channel) {
-    char chan[MSGLOG_CHANNEL_MAX + 1];
+    const char *chan = name; /* a stream is the channel of its name */
     int rc = SQLITE_OK;
-    dstore_channel_name(name, chan);
     sqlite3_stmt *st = dstore_prep(log, "INSERT OR IGNORE INTO channel(name) VALUES (?1)", &rc);
     if (!st)
         return rc;

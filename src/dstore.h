@@ -127,7 +127,4 @@ typedef void (*dstore_msg_fn)(void *ud, int64_t pos, const void *p, size_t n);
 dstore_status dstore_read(msglog *log, const dstore_stream *s, int64_t after, size_t max,
                           dstore_msg_fn fn, void *ud, int64_t *next, int *more);
 
-/* The channel name of stream name into out (MSGLOG_CHANNEL_MAX + 1). */
-void dstore_channel_name(const char *name, char *out);
-
 #endif

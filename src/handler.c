@@ -575,13 +575,10 @@ static handler_result handler_pub(handler *h, const request *r, const void *body
                                   buf *out) {
     const char *cors = reply_cors(h->cfg, r->origin);
     int key;
-    if (!strncmp(r->channel, DSPROTO_CHANNEL_PREFIX, sizeof DSPROTO_CHANNEL_PREFIX - 1)) {
-        reply_error(out, 403, cors, "reserved",
-                    "ds: channels are durable streams: append with POST /v1/stream/NAME", 0);
-        return HANDLER_DONE;
-    }
     if (handler_admit(h, r, 1, cors, out, &key) != AUTH_OK)
         return HANDLER_DONE;
+    if (h->cfg->streams && streams_refuse_publish(h, r, cors, out))
+        return HANDLER_DONE; /* the channel is a stream, and its rules say no */
     config_policy p = config_policy_for(h->cfg, r->channel);
     if ((int64_t)len > p.max_body) {
         char detail[96];

@@ -294,6 +294,7 @@ static const char *const msglog_sql[ST__COUNT] = {
 struct msglog {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
+    sqlite3_stmt *st_stream; /* msglog_is_stream, prepared on first use */
     char epoch[MSGLOG_EPOCH_LEN + 1];
     char path[PATH_MAX];
     int readonly;
@@ -601,6 +602,31 @@ static void msglog_new_epoch(char out[MSGLOG_EPOCH_LEN + 1]) {
 }
 
 /* Is this file ours?  An empty file (no schema objects) may become ours. */
+/* THE STREAMS' TABLES.  Durable streams (dstore.c) keep their metadata
+ * beside the schema: created on every writable open with IF NOT EXISTS, not
+ * as a numbered migration, because a worker of the previous release
+ * refuses a user_version above its own -- and such workers keep running
+ * while a site upgrades.  The trigger makes a closed (or deleted) stream
+ * refuse every later row, whoever writes it (HTTP, the CLI, the SQL
+ * outbox, an older worker), except the row that marks the close. */
+static const char msglog_streams_schema[] =
+    "CREATE TABLE IF NOT EXISTS ds_stream(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT NOT NULL UNIQUE, channel INTEGER NOT NULL, type TEXT NOT NULL,"
+    "  base INTEGER NOT NULL, ttl_s INTEGER NOT NULL, expires_ms INTEGER NOT NULL,"
+    "  touched_ms INTEGER NOT NULL, closed INTEGER NOT NULL DEFAULT 0,"
+    "  src INTEGER NOT NULL DEFAULT 0, cut_len INTEGER NOT NULL DEFAULT -1,"
+    "  fork_from TEXT, fork_at INTEGER NOT NULL DEFAULT -1,"
+    "  fork_sub INTEGER NOT NULL DEFAULT 0, refs INTEGER NOT NULL DEFAULT 0,"
+    "  deleted INTEGER NOT NULL DEFAULT 0, close_pid TEXT, close_epoch INTEGER,"
+    "  close_seq INTEGER, last_seq TEXT);"
+    "CREATE INDEX IF NOT EXISTS ds_stream_channel ON ds_stream(channel);"
+    "CREATE TABLE IF NOT EXISTS ds_producer(stream INTEGER NOT NULL, producer TEXT NOT NULL,"
+    "  epoch INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(stream, producer));"
+    "CREATE TRIGGER IF NOT EXISTS ds_stream_closed BEFORE INSERT ON message"
+    "  WHEN NEW.key IS NOT '" MSGLOG_STREAM_MARK "' AND EXISTS (SELECT 1 FROM ds_stream s"
+    "    WHERE s.channel = NEW.channel AND (s.closed OR s.deleted))"
+    "  BEGIN SELECT RAISE(ABORT, 'holdfast: the stream is closed'); END;";
+
 static int msglog_check_identity(msglog *log, int64_t version) {
     int64_t objects = 0;
     int rc = msglog_select_int(log, "SELECT count(*) FROM sqlite_schema", &objects);
@@ -721,6 +747,8 @@ static int msglog_setup(msglog *log, const msglog_options *opt) {
             return rc;
         if (version != MSGLOG_SCHEMA_VERSION && (rc = msglog_migrate(log)))
             return rc;
+        if ((rc = msglog_exec(log, msglog_streams_schema)))
+            return rc;
         log->schema = MSGLOG_SCHEMA_VERSION;
     }
     return msglog_load_epoch(log);
@@ -783,6 +811,7 @@ void msglog_close(msglog *log) {
         return;
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(log->st[i]);
+    sqlite3_finalize(log->st_stream);
     sqlite3_close(log->db);
     free(log);
 }
@@ -1255,11 +1284,27 @@ static int64_t msglog_age_cutoff(int64_t now_ms, int64_t max_age_s) {
     return now_ms < INT64_MIN + age_ms ? INT64_MIN : now_ms - age_ms;
 }
 
+/* 1 if channel id is a durable stream's: retention never prunes one (it
+ * keeps its data until deleted or expired; THE STREAMS' TABLES). */
+static int msglog_is_stream(msglog *log, int64_t id) {
+    if (!log->st_stream &&
+        sqlite3_prepare_v2(log->db, "SELECT 1 FROM ds_stream WHERE channel = ?1", -1,
+                           &log->st_stream, NULL) != SQLITE_OK)
+        return 0; /* no streams' tables: no streams */
+    sqlite3_reset(log->st_stream);
+    sqlite3_bind_int64(log->st_stream, 1, id);
+    int is = sqlite3_step(log->st_stream) == SQLITE_ROW;
+    sqlite3_reset(log->st_stream);
+    return is;
+}
+
 /* Fill *it from a row (id, name, messages); 1 if the channel has a rule. */
 static int msglog_prune_row(msglog *log, sqlite3_stmt *s, msglog_prune_item *it) {
     it->id = sqlite3_column_int64(s, 0);
     it->messages = sqlite3_column_int64(s, 2);
     it->r = log->retention((const char *)sqlite3_column_text(s, 1), log->retention_ud);
+    if ((it->r.max_messages > 0 || it->r.max_age_s > 0) && msglog_is_stream(log, it->id))
+        it->r = (msglog_retention){0, 0};
     return it->r.max_messages > 0 || it->r.max_age_s > 0;
 }
 

@@ -36,6 +36,9 @@
 #define MSGLOG_TYPE_MAX 255   /* bytes of a content type */
 #define MSGLOG_EPOCH_LEN 16 /* hex characters */
 #define MSGLOG_DEFAULT_TYPE "text/plain;charset=utf-8"
+/* The compaction key of the row that marks a durable stream's close: the
+ * one row a closed stream still takes (msglog.c, THE STREAMS' TABLES). */
+#define MSGLOG_STREAM_MARK "ds:closed"
 
 typedef struct msglog msglog;
 

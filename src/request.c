@@ -466,9 +466,8 @@ static request_route request_stream_route(request *r, char *const *envp, const c
                             "streams take GET, HEAD, PUT, POST and DELETE", NULL);
     if (request_stream_name(arg, alen, r->ds.name))
         return request_fail(r, 400, "bad_stream",
-                            "stream names are 1-120 bytes of A-Za-z0-9._:@-", NULL);
-    snprintf(r->chanbuf, sizeof r->chanbuf, DSPROTO_CHANNEL_PREFIX "%s", r->ds.name);
-    r->channels[0] = r->channel = r->chanbuf;
+                            "stream names are channel names: 1-128 bytes of A-Za-z0-9._:@-", NULL);
+    r->channels[0] = r->channel = r->ds.name; /* the stream is the channel */
     r->nchannels = 1;
     r->ds.offset = DSPROTO_OFFSET_START;
     r->ds.cursor = r->ds.ttl_s = r->ds.expires_ms = -1;

@@ -2,8 +2,9 @@
  * appends (and closes), GET reads (catch-up, long-poll, SSE), HEAD says
  * the metadata, DELETE removes.  The protocol is the public Durable
  * Streams PROTOCOL.md; what holdfast chose where it leaves a choice:
- *   - a stream NAME is the channel ds:NAME (dstore.c's LAYOUT), so names
- *     are 1-120 bytes of A-Za-z0-9._:@- and /sub/ds:NAME reads it;
+ *   - a stream NAME is the channel NAME (dstore.c's LAYOUT): names are
+ *     channel names, /sub/NAME reads it, /pub/NAME appends to it (one
+ *     message, its body as sent: handler.c);
  *   - THE ACCESS RULE (handler.c) applies to that channel: writes (PUT,
  *     POST, DELETE) are publishes, reads (GET, HEAD) subscribes;
  *   - Stream-Seq is scoped per stream; a long-poll waits
@@ -33,10 +34,6 @@
 /* A stream's bytes are its writers', served in the site's origin under
  * their own type: never a page that runs (THE RAW RULE in reply.c). */
 #define STREAMS_SANDBOX "Content-Security-Policy: sandbox\r\n"
-
-static const char *streams_name(const char *channel) {
-    return channel + sizeof DSPROTO_CHANNEL_PREFIX - 1;
-}
 
 static void streams_offset_line(buf *out, const char *header, int64_t pos) {
     char off[DSPROTO_OFFSET_LEN + 1];
@@ -143,7 +140,7 @@ static void streams_refuse(handler *h, buf *out, const char *cors, const request
                     "the stream exists otherwise, or the type or Stream-Seq does not fit", 0);
         break;
     default:
-        fprintf(stderr, "holdfast[%d]: stream %s: %s\n", (int)getpid(), r ? r->ds.name : "",
+        fprintf(stderr, "holdfast[%d]: stream %s: %s\n", (int)getpid(), r ? r->channel : "",
                 msglog_errmsg(h->log));
         reply_error(out, 503, cors, "unavailable", "the log could not take the change", 1);
         break;
@@ -291,7 +288,7 @@ static handler_result streams_get(handler *h, const request *r, buf *out, const 
 int streams_poll_read(handler *h, const char *channel, int64_t pos, int final,
                       streams_batch *b) {
     dstore_stream s;
-    dstore_status ds = dstore_get(h->log, streams_name(channel), 0, &s);
+    dstore_status ds = dstore_get(h->log, channel, 0, &s);
     if (ds != DSTORE_OK) {
         memset(b, 0, sizeof *b);
         buf_init(&b->body);
@@ -316,7 +313,7 @@ int streams_poll(handler *h, const char *channel, const char *cors, int64_t pos,
 void streams_sse_head(handler *h, const char *channel, const char *cors, buf *out) {
     dstore_stream s;
     int base64 = 0;
-    if (dstore_get(h->log, streams_name(channel), 0, &s) == DSTORE_OK)
+    if (dstore_get(h->log, channel, 0, &s) == DSTORE_OK)
         base64 = !dsproto_type_text(s.type);
     reply_stream_sse_head(out, cors, base64);
 }
@@ -324,7 +321,7 @@ void streams_sse_head(handler *h, const char *channel, const char *cors, buf *ou
 streams_sse_result streams_sse(handler *h, const char *channel, int64_t *pos, int64_t cursor,
                                int first, buf *out) {
     dstore_stream s;
-    dstore_status ds = dstore_get(h->log, streams_name(channel), 0, &s);
+    dstore_status ds = dstore_get(h->log, channel, 0, &s);
     if (ds == DSTORE_ERR)
         return STREAMS_SSE_FAILED;
     if (ds != DSTORE_OK)
@@ -475,6 +472,26 @@ static handler_result streams_post(handler *h, const request *r, const void *bod
     reply_end(out, "", 0);
     streams_msgs_free(&m);
     return HANDLER_DONE;
+}
+
+int streams_refuse_publish(handler *h, const request *r, const char *cors, buf *out) {
+    dstore_stream s;
+    char why[MSGLOG_TYPE_MAX + 64];
+    dstore_status ds = dstore_get(h->log, r->channel, 0, &s);
+    if (ds == DSTORE_NOT_FOUND)
+        return 0;
+    if (ds == DSTORE_OK && !s.closed) {
+        const char *type = r->content_type ? r->content_type : MSGLOG_DEFAULT_TYPE;
+        if (!r->key && dsproto_type_same(type, s.type))
+            return 0;
+        snprintf(why, sizeof why, r->key ? "a stream's data is never compacted: no Holdfast-Key"
+                                         : "this channel is a stream of type %s", s.type);
+        reply_error(out, 409, cors, "conflict", why, 0);
+        return 1;
+    }
+    dstore_result res = {.tail = s.tail};
+    streams_refuse(h, out, cors, r, ds == DSTORE_OK ? DSTORE_CLOSED : ds, &res);
+    return 1;
 }
 
 handler_result streams_run(handler *h, const request *r, const void *body, size_t len,

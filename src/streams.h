@@ -20,6 +20,13 @@
 handler_result streams_run(handler *h, const request *r, const void *body, size_t len,
                            buf *out, int64_t *pos);
 
+/* A publish (POST /pub/CHANNEL) to a channel that is a stream is an
+ * append to it: 1 when the stream's rules refuse it (deleted: 410; closed:
+ * 409 with Stream-Closed; another content type, or a Holdfast-Key -- a
+ * stream's data is never compacted: 409), with the answer in out; 0 to
+ * publish (also when no stream has the name). */
+int streams_refuse_publish(handler *h, const request *r, const char *cors, buf *out);
+
 /* A parked long-poll on channel (the stream's) after pos: 1 with the
  * answer in out (its data; 204 when final or closed; 404 when the stream
  * went away), 0 to keep waiting. */

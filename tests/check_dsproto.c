@@ -158,7 +158,7 @@ START_TEST(test_stream_route_fields)
                            "HTTP_STREAM_FORK_SUB_OFFSET=3"),
                      ROUTE_STREAM);
     ck_assert_str_eq(r.ds.name, "chat.room-1");
-    ck_assert_str_eq(r.channels[0], "ds:chat.room-1");
+    ck_assert_str_eq(r.channels[0], "chat.room-1"); /* the stream is the channel */
     ck_assert_int_eq(r.ds.ttl_s, 60);
     ck_assert_int_eq(r.ds.expires_ms, -1);
     ck_assert_int_eq(r.ds.closed, 1);

@@ -4,6 +4,7 @@
  * its collection, TTL, and that a log with streams stays a schema-2 file a
  * previous release opens. */
 #include <check.h>
+#include <errno.h>
 #include <string.h>
 
 #include "check_suites.h"
@@ -293,7 +294,7 @@ START_TEST(test_a_read_past_pruned_data_is_refused_not_short)
     /* what a previous release's retention pass does to the oldest row */
     ck_assert_int_eq(tu_sql_exec(tu_path(dir, "test.db"),
                                  "UPDATE channel SET pruned_through = (SELECT min(id) FROM message)"
-                                 " WHERE name = 'ds:p'", err, sizeof err), 0);
+                                 " WHERE name = 'p'", err, sizeof err), 0);
     ck_assert_int_eq(dstore_get(lg, "p", 0, &s), DSTORE_OK);
     int64_t next;
     int more;
@@ -302,6 +303,46 @@ START_TEST(test_a_read_past_pruned_data_is_refused_not_short)
     ck_assert_int_eq(dstore_read(lg, &s, 0, 1 << 20, read_cb, &o, &next, &more), DSTORE_GONE);
     ck_assert_int_eq(dstore_read(lg, &s, first, 1 << 20, read_cb, &o, &next, &more), DSTORE_OK);
     ck_assert_str_eq(o.text, "bc");
+    msglog_close(lg);
+}
+END_TEST
+
+static msglog_retention keep_two(const char *channel, void *ud)
+{
+    (void)channel;
+    (void)ud;
+    return (msglog_retention){2, 0};
+}
+
+START_TEST(test_one_log_retention_spares_streams_and_closed_ones_refuse_rows)
+{
+    dstore_stream s;
+    dstore_result res;
+    dstore_config c = plain("text/plain");
+    readout o;
+    lg = tu_open_log_ret(tu_mkdtemp(), keep_two, NULL);
+    ck_assert_int_eq(create("st", &c, "0", &s), DSTORE_OK);
+    for (int i = 1; i < 5; i++) {
+        char b[2] = {(char)('0' + i), 0};
+        ck_assert_int_eq(append("st", b, &res), DSTORE_OK);
+        tu_append(lg, "plain", b);
+    }
+    /* a publish on the stream's channel is an append to it */
+    int64_t id = tu_append(lg, "st", "5");
+    ck_assert_str_eq(read_all("st", 0, &o), "012345");
+    ck_assert_int_eq(o.pos[5], id);
+    int64_t deleted = 0;
+    ck_assert_int_eq(msglog_prune(lg, 0, &deleted), 0);
+    ck_assert_int_eq(deleted, 2); /* plain: 4 rows, 2 kept; the stream: all 6 */
+    ck_assert_str_eq(read_all("st", 0, &o), "012345");
+    dstore_append_req close = {.close = 1};
+    ck_assert_int_eq(dstore_append(lg, "st", &close, &res), DSTORE_OK);
+    /* closed: the log itself refuses more rows, whoever writes them */
+    msglog_entry e = {.channel = "st", .body = "x", .len = 1};
+    msglog_ack ack;
+    ck_assert_int_eq(msglog_append(lg, &e, &ack), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(msglog_errmsg(lg), "the stream is closed"));
+    ck_assert_str_eq(read_all("st", 0, &o), "012345");
     msglog_close(lg);
 }
 END_TEST
@@ -318,7 +359,7 @@ START_TEST(test_a_log_with_streams_stays_schema_2)
     /* what a worker of the previous release checks before opening it */
     ck_assert_int_eq(tu_sql_int(db, "PRAGMA user_version"), 2);
     ck_assert_int_eq(tu_sql_int(db, "SELECT count(*) FROM message m JOIN channel c"
-                                    " ON c.id = m.channel WHERE c.name = 'ds:a'"), 1);
+                                    " ON c.id = m.channel WHERE c.name = 'a'"), 1);
 }
 END_TEST
 
@@ -333,6 +374,7 @@ Suite *dstore_suite(void)
     tcase_add_test(tc, test_soft_delete_keeps_sources_until_the_last_fork_goes);
     tcase_add_test(tc, test_ttl_expires_an_idle_stream);
     tcase_add_test(tc, test_a_read_past_pruned_data_is_refused_not_short);
+    tcase_add_test(tc, test_one_log_retention_spares_streams_and_closed_ones_refuse_rows);
     tcase_add_test(tc, test_a_log_with_streams_stays_schema_2);
     return s;
 }

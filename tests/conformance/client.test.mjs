@@ -1,7 +1,8 @@
 // tests/conformance/client.test.mjs -- @durable-streams/client (pinned in
 // package.json) against holdfast behind a real web server, through the
 // client's public API only; plus the cross-surface contract: a stream NAME is
-// the holdfast channel ds:NAME, readable (not writable) through /sub, /pub.
+// the holdfast channel NAME: /sub reads what the client appended, and what
+// /pub publishes is stream data the client reads.
 //
 //   DS_BASE_URL=http://127.0.0.1:PORT/lp node --test client.test.mjs
 //
@@ -138,13 +139,13 @@ test('live long-poll: a message appended after the read started arrives', { time
 test('live SSE: a message appended after the read started arrives', { timeout: TIMEOUT }, () =>
   liveRead('sse'))
 
-test('cross-surface: the stream is channel ds:NAME on /sub, and /pub refuses it', { timeout: TIMEOUT }, async () => {
+test('cross-surface: the stream is channel NAME on /sub, and /pub appends to it', { timeout: TIMEOUT }, async () => {
   // Every character a stream name may have besides letters and digits.
   const name = `${fresh('cross')}.x_y:z@w`
   const handle = await createJson(name)
   await appendAll(handle, MESSAGES)
 
-  const channel = `ds:${name}`
+  const channel = name
   const sub = await fetch(`${base}/sub/${channel}?since=0&timeout=0`)
   const text = await sub.text()
   assert.equal(sub.status, 200, `GET /sub/${channel}: ${text.slice(0, 300)}`)
@@ -160,18 +161,28 @@ test('cross-surface: the stream is channel ds:NAME on /sub, and /pub refuses it'
     `ids increase: ${ids}`)
   assert.ok(body.cursor >= ids[ids.length - 1], `the cursor (${body.cursor}) is not before the last id`)
 
+  const extra = { n: 99, text: 'through /pub' }
   const pub = await fetch(`${base}/pub/${channel}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ n: 99, text: 'through /pub' }),
+    body: JSON.stringify(extra),
   })
   const pubText = await pub.text()
-  assert.equal(pub.status, 403, `POST /pub/${channel} is refused: ${pubText.slice(0, 300)}`)
+  assert.equal(pub.status, 201, `POST /pub/${channel}: ${pubText.slice(0, 300)}`)
+  assert.ok(JSON.parse(pubText).id > ids[ids.length - 1], 'the publish comes after the appends')
 
-  // The refused publish appended nothing, on either surface.
+  // The publish is the stream's next message, for the client and for /sub.
   const again = await stream({ url: urlOf(name), live: false })
-  assert.deepEqual(await within(TIMEOUT / 2, again.json(), 're-read'), MESSAGES,
-    'the stream still holds exactly the three messages')
+  assert.deepEqual(await within(TIMEOUT / 2, again.json(), 're-read'), [...MESSAGES, extra],
+    'the client reads the three appends, then the publish')
   const sub2 = await (await fetch(`${base}/sub/${channel}?since=0&timeout=0`)).json()
-  assert.deepEqual(sub2.messages.map((m) => m.data), MESSAGES, '/sub still shows the three')
+  assert.deepEqual(sub2.messages.map((m) => m.data), [...MESSAGES, extra], '/sub shows the four')
+
+  // A publish obeys the stream: another content type is refused, and appends nothing.
+  const wrong = await fetch(`${base}/pub/${channel}`, {
+    method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: 'not json' })
+  assert.equal(wrong.status, 409, `a text/plain publish to a JSON stream: ${await wrong.text()}`)
+  const third = await stream({ url: urlOf(name), live: false })
+  assert.deepEqual(await within(TIMEOUT / 2, third.json(), 're-read'), [...MESSAGES, extra],
+    'still the four')
 })

@@ -39,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else if (route == ROUTE_STREAM) {
         /* a stream is a valid channel; a live read has an offset and a bound */
         assert(r.nchannels == 1 && msglog_channel_valid(r.channel, strlen(r.channel)));
-        assert(!strncmp(r.channel, DSPROTO_CHANNEL_PREFIX, 3));
+        assert(!strcmp(r.channel, r.ds.name));
         assert(strlen(r.ds.name) >= 1 && strlen(r.ds.name) <= DSPROTO_NAME_MAX);
         assert(!r.content_type || msglog_type_valid(r.content_type));
         assert(r.ds.ttl_s < 0 || r.ds.expires_ms < 0);

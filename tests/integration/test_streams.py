@@ -1,13 +1,15 @@
 """Durable Streams on /v1/stream/NAME against a real `holdfast serve` (and the
 CGI front): what is holdfast's own beyond the public conformance suite
 (tests/conformance) -- the access rule on streams, the stream as the channel
-ds:NAME, live reads woken across worker processes and by a close,
+NAME, live reads woken across worker processes and by a close,
 streams_poll_timeout, streams = off, retention leaving streams alone, and
 that a database with streams is still one the previous release opens.
+A stream NAME is the channel NAME: both surfaces read and write one log.
 """
 import json
 import os
 import sqlite3
+import subprocess
 import threading
 import time
 import unittest
@@ -60,7 +62,7 @@ class StreamsTest(unittest.TestCase):
     # ---- the access rule -------------------------------------------------------
 
     def test_writes_need_the_publish_key_reads_follow_subscribe(self):
-        self.serve('publish_key = %s\ntoken_secret = %s\n[channel ds:private.*]\n'
+        self.serve('publish_key = %s\ntoken_secret = %s\n[channel private.*]\n'
                    'subscribe = token\n' % (KEY, 'x' * 40))
         st, _, b = self.ds('PUT', 'open', headers={'Content-Type': 'text/plain'}, key=None)
         self.assertEqual(st, 401, b)
@@ -90,24 +92,75 @@ class StreamsTest(unittest.TestCase):
 
     # ---- one log, two surfaces --------------------------------------------------
 
-    def test_a_stream_is_the_channel_ds_name(self):
-        self.serve('publish_key = %s\n' % KEY)
-        self.create('chat', 'application/json', b'[{"n":1},{"n":2}]')
-        self.append('chat', b'{"n":3}', 'application/json')
-        st, _, b = request(self.srv.addr, 'GET', '/sub/ds:chat', 'since=0&timeout=0')
-        self.assertEqual(st, 200, b)
+    def test_one_log_two_views_across_workers_and_a_killed_worker(self):
+        """A stream NAME is the channel NAME: an append through /v1/stream is a
+        message to /sub readers, a publish on /pub is stream data to its
+        readers -- live, across worker processes -- and both resume from
+        their cursors after the worker holding them is killed."""
+        self.serve('publish_key = %s\nstreams_poll_timeout = 20\n' % KEY, workers=2)
+        auth = {'Authorization': 'Bearer ' + KEY}
+        self.create('both', 'application/json', b'[{"n":1},{"n":2}]')
+        st, _, b = request(self.srv.addr, 'GET', '/sub/both', 'since=0&timeout=0')
         got = body_json(b)
-        self.assertEqual([m['data'] for m in got['messages']], [{'n': 1}, {'n': 2}, {'n': 3}])
+        self.assertEqual([m['data'] for m in got['messages']], [{'n': 1}, {'n': 2}])
+        cursor, epoch = got['cursor'], got['epoch']
+        self.assertEqual(cursor, got['messages'][-1]['id'])
         # the stream's offsets are the messages' ids
-        st, h, b = self.ds('GET', 'chat', 'offset=%s%016d' % (OFF0, got['messages'][0]['id']))
-        self.assertEqual(body_json(b), [{'n': 2}, {'n': 3}])
-        self.assertEqual(h['stream-next-offset'], '%s%016d' % (OFF0, got['messages'][2]['id']))
-        # appends go through the protocol only: its checks cannot be bypassed
-        st, _, b = request(self.srv.addr, 'POST', '/pub/ds:chat', '',
-                           {'Content-Type': 'text/plain', 'Authorization': 'Bearer ' + KEY},
-                           b'not json')
-        self.assertEqual(st, 403, b)
-        self.assertEqual(body_json(b)['error'], 'reserved')
+        tail = '%s%016d' % (OFF0, cursor)
+        st, h, b = self.ds('GET', 'both', 'offset=%s%016d' % (OFF0, got['messages'][0]['id']))
+        self.assertEqual((body_json(b), h['stream-next-offset']), ([{'n': 2}], tail))
+        # live, both ways, with the readers parked on both workers
+        polls = {}
+
+        def sub_poll():
+            polls['sub'] = request(self.srv.addr, 'GET', '/sub/both',
+                                   'since=%d&epoch=%s&timeout=20' % (cursor, epoch), timeout=30)
+
+        def ds_poll():
+            polls['ds'] = self.ds('GET', 'both', 'offset=%s&live=long-poll' % tail, timeout=30)
+
+        threads = [threading.Thread(target=f) for f in (sub_poll, ds_poll)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        st, pb = hfutil.publish(self.srv.addr, 'both', '{"n":3}',
+                                headers=dict(auth, **{'Content-Type': 'application/json'}))
+        self.assertEqual(st, 201, pb)
+        for t in threads:
+            t.join(30)
+        self.assertEqual(body_json(polls['sub'][2])['messages'][0]['data'], {'n': 3})
+        st, h, b = polls['ds']
+        self.assertEqual((st, body_json(b)), (200, [{'n': 3}]))
+        self.assertEqual(h['stream-next-offset'], '%s%016d' % (OFF0, pb['id']))
+        # every worker killed: both resume where they stopped
+        tail = h['stream-next-offset']
+        cursor = pb['id']
+        for pid in self.srv.worker_pids():
+            os.kill(pid, 9)
+        self.append('both', b'[{"n":4},{"n":5}]', 'application/json')  # a fresh worker takes it
+        st, _, b = request(self.srv.addr, 'GET', '/sub/both',
+                           'since=%d&epoch=%s&timeout=0' % (cursor, epoch))
+        self.assertEqual([m['data'] for m in body_json(b)['messages']], [{'n': 4}, {'n': 5}])
+        st, h, b = self.ds('GET', 'both', 'offset=' + tail)
+        self.assertEqual(body_json(b), [{'n': 4}, {'n': 5}])
+        # a publish obeys the stream's rules
+        bad = [request(self.srv.addr, 'POST', '/pub/both', '',
+                       dict(auth, **{'Content-Type': 'text/plain'}), b'not json'),
+               request(self.srv.addr, 'POST', '/pub/both', '',
+                       dict(auth, **{'Content-Type': 'application/json', 'Holdfast-Key': 'k'}),
+                       b'{}')]
+        self.assertEqual([x[0] for x in bad], [409, 409])
+        st, _, _ = self.ds('POST', 'both', headers={'Stream-Closed': 'true'})
+        self.assertEqual(st, 204)
+        st, h, b = request(self.srv.addr, 'POST', '/pub/both', '',
+                           dict(auth, **{'Content-Type': 'application/json'}), b'{}')
+        self.assertEqual((st, body_json(b)['error'], h.get('stream-closed')),
+                         (409, 'stream_closed', 'true'))
+        # the command line sees the stream's messages too
+        out = subprocess.run([hfutil.holdfast_bin(), 'tail', '--db', self.db, '--since', '0',
+                              '--once', 'both'], capture_output=True, text=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(len([x for x in out.stdout.splitlines() if x.strip()]), 6, out.stdout)
 
     def test_retention_leaves_streams_alone(self):
         self.serve('publish_key = %s\nretain_messages = 3\nprune_every = 1\n' % KEY)
