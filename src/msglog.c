@@ -295,6 +295,7 @@ struct msglog {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
     sqlite3_stmt *st_stream; /* msglog_is_stream, prepared on first use */
+    sqlite3_stmt *st_stream_name; /* msglog_stream_named, likewise */
     char epoch[MSGLOG_EPOCH_LEN + 1];
     char path[PATH_MAX];
     int readonly;
@@ -620,6 +621,7 @@ static const char msglog_streams_schema[] =
     "  deleted INTEGER NOT NULL DEFAULT 0, close_pid TEXT, close_epoch INTEGER,"
     "  close_seq INTEGER, last_seq TEXT);"
     "CREATE INDEX IF NOT EXISTS ds_stream_channel ON ds_stream(channel);"
+    "CREATE INDEX IF NOT EXISTS ds_stream_ended ON ds_stream(channel) WHERE closed OR deleted;"
     "CREATE TABLE IF NOT EXISTS ds_producer(stream INTEGER NOT NULL, producer TEXT NOT NULL,"
     "  epoch INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(stream, producer));"
     "CREATE TRIGGER IF NOT EXISTS ds_stream_closed BEFORE INSERT ON message"
@@ -812,6 +814,7 @@ void msglog_close(msglog *log) {
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(log->st[i]);
     sqlite3_finalize(log->st_stream);
+    sqlite3_finalize(log->st_stream_name);
     sqlite3_close(log->db);
     free(log);
 }
@@ -1295,6 +1298,18 @@ static int msglog_is_stream(msglog *log, int64_t id) {
     sqlite3_bind_int64(log->st_stream, 1, id);
     int is = sqlite3_step(log->st_stream) == SQLITE_ROW;
     sqlite3_reset(log->st_stream);
+    return is;
+}
+
+int msglog_stream_named(msglog *log, const char *channel) {
+    if (!log->st_stream_name &&
+        sqlite3_prepare_v2(log->db, "SELECT 1 FROM ds_stream WHERE name = ?1", -1,
+                           &log->st_stream_name, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_reset(log->st_stream_name);
+    sqlite3_bind_text(log->st_stream_name, 1, channel, -1, SQLITE_STATIC);
+    int is = sqlite3_step(log->st_stream_name) == SQLITE_ROW;
+    sqlite3_reset(log->st_stream_name);
     return is;
 }
 

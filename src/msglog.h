@@ -213,6 +213,10 @@ int msglog_synchronous(msglog *log);
 int msglog_changed_channels(msglog *log, int64_t since, int64_t *head,
                             void (*fn)(const char *channel, void *ud), void *ud);
 
+/* 1 if a durable stream (dstore.h) has this channel's name: one cached
+ * indexed lookup, what a publish pays to learn it is an append. */
+int msglog_stream_named(msglog *log, const char *channel);
+
 /* For dstore.c, which keeps durable streams in the same file and the same
  * transactions: this handle's connection, and the mapping of an SQLite
  * result code to the codes above (the reason, naming `what`, goes to

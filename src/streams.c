@@ -477,6 +477,8 @@ static handler_result streams_post(handler *h, const request *r, const void *bod
 int streams_refuse_publish(handler *h, const request *r, const char *cors, buf *out) {
     dstore_stream s;
     char why[MSGLOG_TYPE_MAX + 64];
+    if (!msglog_stream_named(h->log, r->channel))
+        return 0; /* most publishes: a plain channel */
     dstore_status ds = dstore_get(h->log, r->channel, 0, &s);
     if (ds == DSTORE_NOT_FOUND)
         return 0;
