@@ -605,12 +605,12 @@ static dstore_status dstore_fork_point(msglog *log, const dstore_stream *src,
 static int dstore_collect(msglog *log, dstore_stream s) {
     for (int depth = 0; depth <= DSTORE_FORK_DEPTH; depth++) {
         int rc;
-        if ((rc = dstore_exec(log, "DELETE FROM message WHERE channel = ?1", 1, s.channel, 0, 0,
-                              0)) != SQLITE_DONE ||
-            (rc = dstore_exec(log, "DELETE FROM idem WHERE channel = ?1", 1, s.channel, 0, 0,
-                              0)) != SQLITE_DONE ||
-            (rc = dstore_exec(log, "DELETE FROM channel WHERE id = ?1", 1, s.channel, 0, 0, 0)) !=
-                SQLITE_DONE ||
+        /* the stream's rows only: what its channel held before it began
+         * (base) is the channel's, and stays */
+        if ((rc = dstore_exec(log, "DELETE FROM message WHERE channel = ?1 AND id > ?2", 2,
+                              s.channel, s.base, 0, 0)) != SQLITE_DONE ||
+            (rc = dstore_exec(log, "DELETE FROM idem WHERE channel = ?1 AND msg_id > ?2", 2,
+                              s.channel, s.base, 0, 0)) != SQLITE_DONE ||
             (rc = dstore_exec(log, "DELETE FROM ds_producer WHERE stream = ?1", 1, s.id, 0, 0,
                               0)) != SQLITE_DONE ||
             (rc = dstore_exec(log, "DELETE FROM ds_stream WHERE id = ?1", 1, s.id, 0, 0, 0)) !=

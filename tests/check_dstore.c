@@ -347,6 +347,27 @@ START_TEST(test_one_log_retention_spares_streams_and_closed_ones_refuse_rows)
 }
 END_TEST
 
+START_TEST(test_a_stream_begins_at_its_creation_and_deleting_it_keeps_what_was_before)
+{
+    dstore_stream s;
+    dstore_result res;
+    dstore_config c = plain("text/plain");
+    readout o;
+    const char *dir = tu_mkdtemp();
+    lg = tu_open_log(dir);
+    tu_append(lg, "h", "before");
+    ck_assert_int_eq(create("h", &c, "a", &s), DSTORE_OK);
+    ck_assert_int_eq(append("h", "b", &res), DSTORE_OK);
+    ck_assert_str_eq(read_all("h", 0, &o), "ab");
+    ck_assert_int_eq(dstore_delete(lg, "h"), DSTORE_OK);
+    ck_assert_int_eq(dstore_get(lg, "h", 0, &s), DSTORE_NOT_FOUND);
+    const char *db = tu_path(dir, "test.db");
+    ck_assert_int_eq(tu_sql_int(db, "SELECT count(*) FROM message m JOIN channel c"
+                                    " ON c.id = m.channel WHERE c.name = 'h'"), 1);
+    msglog_close(lg);
+}
+END_TEST
+
 START_TEST(test_a_log_with_streams_stays_schema_2)
 {
     dstore_stream s;
@@ -375,6 +396,7 @@ Suite *dstore_suite(void)
     tcase_add_test(tc, test_ttl_expires_an_idle_stream);
     tcase_add_test(tc, test_a_read_past_pruned_data_is_refused_not_short);
     tcase_add_test(tc, test_one_log_retention_spares_streams_and_closed_ones_refuse_rows);
+    tcase_add_test(tc, test_a_stream_begins_at_its_creation_and_deleting_it_keeps_what_was_before);
     tcase_add_test(tc, test_a_log_with_streams_stays_schema_2);
     return s;
 }
